@@ -1,0 +1,20 @@
+"""gunicorn settings, all overridable from the environment."""
+import multiprocessing
+import os
+
+from dotenv import load_dotenv
+
+load_dotenv()
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
+worker_class = "gevent"
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", 1000))
+# gevent workers heartbeat from their own greenlet, so `timeout` only kills a
+# worker whose loop is blocked: it never cuts a long stream.
+timeout = int(os.environ.get("WORKER_TIMEOUT", 120))
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 30))
+keepalive = int(os.environ.get("KEEPALIVE", 75))
+accesslog = None  # the app writes one structured line per request itself
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()

@@ -1,0 +1,1 @@
+"""Providers: small modules that translate between OpenAI's format and an upstream's."""

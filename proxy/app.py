@@ -1,0 +1,108 @@
+"""The Flask application: `create_app(config)`."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+from providers import registry
+from proxy import access_log, errors, tokens
+from proxy.access_log import RequestLog
+from proxy.config import Config
+from proxy.respond import error_response
+from proxy.routes import catalog, chat, health
+from proxy.routing.selection import Router
+from proxy.upstream import HttpPool
+
+log = logging.getLogger("switchboard.app")
+
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Werkzeug's HTTP errors -> our taxonomy (same status, OpenAI's body)
+_HTTP_ERRORS = {404: errors.NotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
+                415: errors.UnsupportedMediaType}
+
+
+class Gateway:
+    """What the views share: config, providers, router, upstream pool."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.http = HttpPool(config.connect_timeout, config.read_timeout)
+        self.providers = {name: registry.build(spec, self.http)
+                          for name, spec in config.providers.items()}
+        self.router = Router(self.providers, config.models, config.default_provider)
+        self.secrets = config.secrets()
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    access_log.configure(config.log_level)
+    app = Flask("switchboard")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    gateway = Gateway(config)
+    app.extensions["switchboard"] = gateway
+    tokens.encoding_for("")  # load the tokenizer now, not on a request
+
+    for blueprint in (chat.bp, catalog.bp):
+        app.register_blueprint(blueprint, url_prefix="/v1")
+        # full-path clients (a voice agent's "think" URL) may omit /v1
+        app.register_blueprint(blueprint, url_prefix="", name=f"{blueprint.name}_bare")
+    app.register_blueprint(health.bp)
+
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.register_error_handler(errors.GatewayError, _gateway_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    _warn_unavailable_default(gateway)
+    return app
+
+
+def _start() -> None:
+    given = request.headers.get("X-Request-Id")
+    g.request_id = given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
+        "req_" + os.urandom(16).hex()
+    g.record = RequestLog(g.request_id, request.path)
+
+
+def _finish(response):
+    response.headers["x-request-id"] = g.request_id
+    record = g.get("record")
+    if record is not None:
+        record.status = response.status_code
+        response.call_on_close(record.finish)
+    return response
+
+
+def _gateway_error(exc: errors.GatewayError):
+    if g.get("record") is not None:
+        g.record.error = exc.code or exc.type
+    return error_response(exc)
+
+
+def _http_error(exc: HTTPException):
+    cls = _HTTP_ERRORS.get(exc.code, errors.InvalidRequest)
+    messages = {404: f"Unknown request URL: {request.method} {request.path}.",
+                405: f"Method {request.method} is not allowed on {request.path}.",
+                413: "The request body is larger than this gateway accepts "
+                     f"({request.max_content_length} bytes; MAX_REQUEST_BYTES)."}
+    return error_response(cls(messages.get(exc.code, exc.description or exc.name),
+                              status=exc.code))
+
+
+def _unexpected_error(exc: Exception):
+    log.exception("unhandled error", extra={"fields": {"request_id": g.get("request_id")}})
+    return error_response(errors.GatewayError(
+        "The gateway failed to handle this request; the error is logged with its request id."))
+
+
+def _warn_unavailable_default(gateway: Gateway) -> None:
+    default = gateway.providers.get(gateway.config.default_provider)
+    if default is None:
+        log.error("PROVIDER_NAME=%s is not a known provider", gateway.config.default_provider)
+    elif not default.spec.available:
+        log.error("default provider %s is not configured: set %s", default.name,
+                  ", ".join(default.spec.missing))

@@ -1,0 +1,119 @@
+"""Configuration: environment variables plus the optional TOML file named by
+GATEWAY_CONFIG, resolved once into one frozen object."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from providers import registry
+from providers.base import Preset, ProviderSpec
+
+
+@dataclass(frozen=True)
+class Config:
+    default_provider: str = "echo"
+    providers: Mapping[str, ProviderSpec] = field(default_factory=dict)
+    #: public model name -> (provider name, upstream model id)
+    models: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    max_body_bytes: int = 20 * 1024 * 1024
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    log_level: str = "INFO"
+    log_bodies: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        env = dict(os.environ if env is None else env)
+        registry.load(plugins=env.get("SWITCHBOARD_PLUGINS", ""))
+        file = _read_toml(env.get("GATEWAY_CONFIG"))
+        providers = _providers(env, file.get("providers", {}))
+        return cls(
+            default_provider=env.get("PROVIDER_NAME") or file.get("default_provider") or "echo",
+            providers=MappingProxyType(providers),
+            models=MappingProxyType(_model_table(providers, file.get("models", {}))),
+            max_body_bytes=int(env.get("MAX_REQUEST_BYTES", 20 * 1024 * 1024)),
+            connect_timeout=float(env.get("UPSTREAM_CONNECT_TIMEOUT", 10)),
+            read_timeout=float(env.get("UPSTREAM_TIMEOUT", 600)),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_bodies=env.get("LOG_LEVEL", "").upper() == "DEBUG",
+        )
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(p.api_key for p in self.providers.values() if p.api_key)
+
+
+def _read_toml(path: str | None) -> dict:
+    if not path:
+        return {}
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _from_preset(type_name: str, preset: Preset, env: Mapping, table: Mapping) -> ProviderSpec:
+    custom_url = table.get("base_url")
+    # A base URL the config file chose never receives the preset's key: only a
+    # key variable named next to it.
+    key_env = table.get("api_key_env") or (None if custom_url else preset.key_env)
+    base_url = custom_url or (env.get(preset.base_url_env) if preset.base_url_env else None) \
+        or preset.base_url
+    missing = tuple(v for v in preset.required_env if not env.get(v))
+    if custom_url and preset.key_env in missing:
+        missing = tuple(v for v in missing if v != preset.key_env)
+    options = {opt: env.get(var, default) for opt, (var, default) in preset.options_env.items()}
+    options.update(table.get("options", {}))
+    return ProviderSpec(
+        name=preset.name, type=type_name, base_url=base_url,
+        api_key=env.get(key_env) if key_env else None,
+        available=not missing, missing=missing,
+        default_model=table.get("default_model", preset.default_model),
+        models=tuple(table.get("models", preset.models)),
+        strict_models="models" in table,
+        aliases=MappingProxyType(dict(table.get("aliases", {}))),
+        options=MappingProxyType(options),
+        headers=MappingProxyType({**preset.headers, **table.get("headers", {})}),
+    )
+
+
+def _from_table(name: str, table: Mapping, env: Mapping) -> ProviderSpec:
+    type_name = table.get("type")
+    if type_name not in registry.types():
+        raise ValueError(f"provider {name!r} in GATEWAY_CONFIG has unknown type {type_name!r}; "
+                         f"known: {', '.join(sorted(registry.types()))}")
+    base = next((p for t, p in registry.presets() if t == type_name), Preset(name=name))
+    # the type's first preset gives option defaults; its name, URL and key do not carry over
+    preset = Preset(name=name, base_url=None, key_env=None, required_env=(),
+                    options_env=base.options_env, headers=base.headers)
+    spec = _from_preset(type_name, preset, env, table)
+    key_env = table.get("api_key_env")
+    missing = (key_env,) if key_env and not env.get(key_env) else ()
+    return ProviderSpec(**{**spec.__dict__, "available": not missing, "missing": missing})
+
+
+def _providers(env: Mapping, tables: Mapping) -> dict[str, ProviderSpec]:
+    specs: dict[str, ProviderSpec] = {}
+    for type_name, preset in registry.presets():
+        specs[preset.name] = _from_preset(type_name, preset, env, tables.get(preset.name, {}))
+    for name, table in tables.items():
+        if name not in specs:
+            specs[name] = _from_table(name, table, env)
+    return specs
+
+
+def _model_table(providers: Mapping[str, ProviderSpec], table: Mapping) -> dict:
+    models: dict[str, tuple[str, str]] = {}
+    for spec in providers.values():
+        if not spec.available:
+            continue
+        for model in spec.models:
+            models.setdefault(model, (spec.name, model))
+        for alias, target in spec.aliases.items():
+            models.setdefault(alias, (spec.name, target))
+    for name, entry in table.items():
+        if isinstance(entry, str):
+            models[name] = (entry, name)
+        else:
+            models[name] = (entry["provider"], entry.get("model", name))
+    return models

@@ -1,0 +1,1 @@
+"""Thin views: parse, call a service, map the result to a response."""

@@ -1,0 +1,1 @@
+"""Choosing the provider and upstream model for a request."""

@@ -1,0 +1,40 @@
+"""Server-sent events: OpenAI's framing out, any provider's framing in."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def encode(obj) -> bytes:
+    """`data: ` + compact JSON + blank line, exactly as OpenAI writes a chunk."""
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def parse_event(block: bytes) -> tuple[str | None, bytes]:
+    """Split one raw event block into (event name, data payload)."""
+    name = None
+    data = []
+    for line in block.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode()
+    return name, b"\n".join(data)
+
+
+def iter_events(blocks: Iterable[bytes]) -> Iterator[tuple[str | None, bytes]]:
+    """(event, data) pairs from raw event blocks, comments and empty blocks dropped."""
+    for block in blocks:
+        name, data = parse_event(block)
+        if data or name:
+            yield name, data

