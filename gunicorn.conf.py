@@ -18,3 +18,6 @@ keepalive = int(os.environ.get("KEEPALIVE", 75))
 accesslog = None  # the app writes one structured line per request itself
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn 27's control socket lives at one fixed path per user, so several
+# gateways on one machine (tests, side-by-side benches) would fight over it.
+control_socket_disable = True

@@ -1,0 +1,132 @@
+"""Shared pieces for providers that translate OpenAI's request into another
+API's (Anthropic, Bedrock). Pure functions over the OpenAI request dict."""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Iterable, Mapping
+
+import orjson
+
+from proxy.errors import InvalidRequest
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+def text_of(content) -> str:
+    """Concatenated text of a string or content-part message content."""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or () if p.get("type") == "text")
+
+
+def parts(content) -> list[dict]:
+    """Content as a list of OpenAI content parts."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return list(content)
+
+
+def split_system(messages: list[dict]) -> tuple[list[str], list[dict]]:
+    """System and developer messages (anywhere in the list) apart from the turns."""
+    system = [text_of(m["content"]) for m in messages if m["role"] in SYSTEM_ROLES]
+    turns = [m for m in messages if m["role"] not in SYSTEM_ROLES]
+    return [s for s in system if s], turns
+
+
+def merge_turns(turns: Iterable[tuple[str, list]]) -> list[tuple[str, list]]:
+    """Consecutive turns of one role become one turn (their blocks concatenated)."""
+    merged: list[tuple[str, list]] = []
+    for role, blocks in turns:
+        if merged and merged[-1][0] == role:
+            merged[-1][1].extend(blocks)
+        else:
+            merged.append((role, list(blocks)))
+    return merged
+
+
+def tool_arguments(call: dict, where: str) -> dict:
+    """An assistant tool call's `arguments` JSON string as an object."""
+    raw = call.get("function", {}).get("arguments") or "{}"
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(f"{where}.function.arguments is not valid JSON.",
+                             param=f"{where}.function.arguments") from None
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def max_output_tokens(body: Mapping, default: int) -> int:
+    return body.get("max_completion_tokens") or body.get("max_tokens") or default
+
+
+def stop_sequences(body: Mapping) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def tool_choice(body: Mapping) -> tuple[str, str | None] | None:
+    """("auto"|"none"|"required", None) or ("function", name), or None when absent."""
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        return choice, None
+    name = (choice.get("function") or {}).get("name")
+    if choice.get("type") == "function" and name:
+        return "function", name
+    raise InvalidRequest("tool_choice must be auto, none, required or "
+                         '{"type":"function","function":{"name":...}}.', param="tool_choice")
+
+
+def json_schema(body: Mapping) -> dict | None:
+    """The schema the client asked the answer to follow, if any."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+    if fmt.get("type") == "json_object":
+        return {"type": "object"}
+    return None
+
+
+_DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)", re.S)
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 payload) for a `data:` URL, None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    match = _DATA_URL.fullmatch(url)
+    if not match:
+        raise InvalidRequest("Image data URLs must be base64: data:<type>;base64,<data>.",
+                             param="messages")
+    try:
+        base64.b64decode(match["data"][:64] + "=" * (-len(match["data"][:64]) % 4), validate=True)
+    except binascii.Error:
+        raise InvalidRequest("Image data URL holds invalid base64.", param="messages") from None
+    return match["type"] or "application/octet-stream", match["data"]
+
+
+def mapped(table: Mapping[str, str], value, default: str) -> str:
+    """An enum through its table; an unknown value gets the safe default."""
+    return table.get(value, default) if value is not None else default
+
+
+class ParamPolicy:
+    """A provider's declared handling of OpenAI parameters it cannot honour:
+    `ignored` are dropped silently, `rejected` get a 400 naming the parameter."""
+
+    def __init__(self, ignored: Iterable[str] = (), rejected: Mapping[str, str] | None = None):
+        self.ignored = frozenset(ignored)
+        self.rejected = dict(rejected or {})
+
+    def check(self, body: Mapping, provider: str) -> None:
+        for param, why in self.rejected.items():
+            if body.get(param) not in (None, False):
+                raise InvalidRequest(f"`{param}` is not supported by {provider}: {why}",
+                                     param=param, code="unsupported_parameter")
