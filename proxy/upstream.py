@@ -59,6 +59,10 @@ class UpstreamResponse:
             while True:
                 line = readline(b"\n")
                 if not line:
+                    # readline drops a last line that has no newline; keep it
+                    rest = self._raw.read()
+                    if rest:
+                        block.append(rest)
                     break
                 block.append(line)
                 if line == b"\n" or line == b"\r\n":

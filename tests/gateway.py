@@ -32,7 +32,8 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         base = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         self.env = {**base, "PORT": str(self.port), "HOST": "127.0.0.1",
-                    "WEB_CONCURRENCY": str(workers), "LOG_LEVEL": "INFO", **env}
+                    "WEB_CONCURRENCY": str(workers), "LOG_LEVEL": "INFO",
+                    "GRACEFUL_TIMEOUT": "2", **env}
         self.log_path = None
         self.proc = None
 
@@ -48,9 +49,9 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.logs()}")
             try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         raise RuntimeError(f"gateway did not start: {self.logs()}")
 
