@@ -15,8 +15,20 @@ from proxy.sse import encode, parse_event
 
 _FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
 _CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
-_TOP_ORDER = ("id", "object", "created", "model", "choices", "usage", "service_tier",
-              "system_fingerprint")
+# OpenAI's key order (Azure sorts keys alphabetically)
+_ORDER = {
+    "body": ("id", "object", "created", "model", "choices", "usage", "service_tier",
+             "system_fingerprint"),
+    "chunk": ("id", "object", "created", "model", "service_tier", "system_fingerprint", "choices",
+              "usage"),
+    "choice": ("index", "message", "delta", "logprobs", "finish_reason"),
+    "message": ("role", "content", "tool_calls", "refusal", "annotations"),
+    "usage": ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
+              "completion_tokens_details"),
+    "prompt_tokens_details": ("cached_tokens", "audio_tokens"),
+    "completion_tokens_details": ("reasoning_tokens", "audio_tokens", "accepted_prediction_tokens",
+                                  "rejected_prediction_tokens"),
+}
 
 
 def deployments(value: str | None) -> dict[str, str]:
@@ -29,10 +41,25 @@ def deployments(value: str | None) -> dict[str, str]:
     return table
 
 
-def _openai_order(obj: dict) -> dict:
-    ordered = {k: obj[k] for k in _TOP_ORDER if k in obj}
+def _ordered(obj: dict, kind: str) -> dict:
+    ordered = {k: obj[k] for k in _ORDER[kind] if k in obj}
     ordered.update((k, v) for k, v in obj.items() if k not in ordered)
     return ordered
+
+
+def _openai_order(obj: dict, streaming: bool) -> dict:
+    for i, choice in enumerate(obj["choices"]):
+        for inner in ("message", "delta"):
+            if isinstance(choice.get(inner), dict):
+                choice[inner] = _ordered(choice[inner], "message")
+        obj["choices"][i] = _ordered(choice, "choice")
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        for details in ("prompt_tokens_details", "completion_tokens_details"):
+            if isinstance(usage.get(details), dict):
+                usage[details] = _ordered(usage[details], details)
+        obj["usage"] = _ordered(usage, "usage")
+    return _ordered(obj, "chunk" if streaming else "body")
 
 
 def normalise(obj: dict, streaming: bool) -> dict | None:
@@ -49,7 +76,7 @@ def normalise(obj: dict, streaming: bool) -> dict | None:
     obj["choices"] = choices
     if streaming and not choices and not obj.get("usage"):
         return None
-    return _openai_order(obj)
+    return _openai_order(obj, streaming)
 
 
 @register
