@@ -61,15 +61,17 @@ def refusal(ip: IPAddress) -> str | None:
     """Why `ip` is not a public address (e.g. "a private address"), or None if it is."""
     if isinstance(ip, ipaddress.IPv6Address):
         ip = ipaddress.IPv6Address(ip.packed)  # drop any %scope
-        # IPv4 inside IPv6 (mapped, 6to4, NAT64, compatible) is judged as that IPv4 too.
-        inner = ip.ipv4_mapped or ip.sixtofour
+        if ip.ipv4_mapped:
+            return refusal(ip.ipv4_mapped)
+    for reason, networks in _REASONS:
+        if any(ip in net for net in networks if net.version == ip.version):
+            return reason
+    if ip.version == 6:  # IPv4 inside IPv6 (6to4, NAT64, compatible) is judged as that IPv4 too
+        inner = ip.sixtofour
         if inner is None and (ip in _N("64:ff9b::/96") or ip in _N("::/96")):
             inner = ipaddress.IPv4Address(ip.packed[-4:])
         if inner is not None and refusal(inner):
             return refusal(inner)
-    for reason, networks in _REASONS:
-        if any(ip in net for net in networks if net.version == ip.version):
-            return reason
     if ip.is_multicast:
         return "a multicast address"
     if ip.is_reserved:
@@ -140,12 +142,14 @@ class MediaFetcher:
                 continue
             if status in REDIRECTS or not 200 <= status < 300:
                 raise _failed(f"status {status}")
-            declared = content_type.split(";")[0].strip().lower()
+            if not body:
+                raise _failed("the response was empty")
+            declared = re.sub(r"[^\w.+/-]", "", content_type.split(";")[0].lower())[:100]
             declared = ALIASES.get(declared, declared)
             media_type = sniff(body) or (declared if declared in MEDIA_TYPES else None)
             if media_type is None:
                 raise _refused(f"the URL did not return a supported image (content type "
-                               f"{declared[:100] or 'missing'}; supported: png, jpeg, gif, webp)")
+                               f"{declared or 'missing'}; supported: png, jpeg, gif, webp)")
             return body, media_type
         raise _refused(f"more than {self.max_redirects} redirects")
 
@@ -162,20 +166,20 @@ class MediaFetcher:
         port = port or (443 if scheme == "https" else 80)
         if not host:
             raise _refused("the URL has no host")
-        host_header = f"[{host}]" if ":" in host else host
-        if parts.port:
-            host_header += f":{port}"
+        if ":" not in host and (not _HOSTNAME.fullmatch(host) or len(host) > 253):
+            raise _refused("the URL's host name is not valid")
+        host_header = (f"[{host}]" if ":" in host else host) + (f":{port}" if parts.port else "")
         try:  # a literal address, also the legacy forms such as 2130706433 or 0x7f.1
             literal = ipaddress.ip_address(host) if ":" in host else \
                 ipaddress.ip_address(socket.inet_aton(host))
         except (ValueError, OSError):
+            if ":" in host:
+                raise _refused("the URL's host is not a valid address") from None
             literal = None
         if literal is not None:
             if not self.allow(literal):
                 raise _refused(f"{host} is {refusal(literal) or 'not an allowed address'}")
             return scheme, str(literal), port, host, host_header
-        if not _HOSTNAME.fullmatch(host) or len(host) > 253:
-            raise _refused("the URL's host name is not valid")
         if host in METADATA_NAMES or host == "localhost" or host.endswith(".localhost"):
             raise _refused(f"{host} is not a public host")
         try:
@@ -206,9 +210,11 @@ class MediaFetcher:
         try:
             conn.connect()
             conn.timeout = max(left(), 0.001)
+            conn.sock.settimeout(conn.timeout)
             conn.request("GET", path, headers={"Host": host_header, "Accept": "image/*",
                                                "Accept-Encoding": "identity",
-                                               "User-Agent": "llm-gateway-media/1"})
+                                               "User-Agent": "llm-gateway-media/1"},
+                         preload_content=False, decode_content=False)
             resp = conn.getresponse()
             if resp.status in REDIRECTS or not 200 <= resp.status < 300:
                 return resp.status, resp.headers.get("Location"), b"", ""
@@ -229,7 +235,7 @@ class MediaFetcher:
                 if len(body) > self.max_bytes:
                     raise _refused(f"the image is larger than {self.max_bytes} bytes")
         except (ssl.SSLError, urllib3.exceptions.SSLError):
-            raise _failed("TLS verification failed") from None
+            raise _failed("the TLS handshake or certificate check failed") from None
         except urllib3.exceptions.NewConnectionError:  # (a subclass of the timeout error)
             raise _failed("the connection failed") from None
         except (socket.timeout, TimeoutError, urllib3.exceptions.TimeoutError):
