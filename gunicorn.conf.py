@@ -21,3 +21,10 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn 27's control socket lives at one fixed path per user, so several
 # gateways on one machine (tests, side-by-side benches) would fight over it.
 control_socket_disable = True
+
+
+def worker_exit(server, worker):
+    """Flush the sidecar log before the worker goes (SIGTERM included)."""
+    gateway = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("switchboard")
+    if gateway is not None:
+        gateway.close()

@@ -101,6 +101,9 @@ class Call:
     request_id: str
     session_id: str | None = None
     client_headers: Mapping[str, str] = field(default_factory=dict)
+    #: bytes the log should see that the client does not (usage the gateway asked
+    #: for on the client's behalf); the gateway reads them after the response
+    capture: list[bytes] = field(default_factory=list)
 
     def body_bytes(self) -> bytes:
         if self.raw is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from providers.base import Call, CompletionProvider, Preset, Relay
 from providers.registry import register
+from proxy import stream_usage
 from proxy.errors import from_upstream, openai_error_fields
 from proxy.redact import scrub
 from proxy.relay_headers import forwarded
@@ -47,6 +48,7 @@ class OpenAICompatible(CompletionProvider):
         return headers
 
     def execute(self, call: Call) -> Relay:
+        hidden_usage = stream_usage.ask_upstream(call)
         resp = self.http.request("POST", self.url(call), headers=self.request_headers(),
                                  body=call.body_bytes(), provider=self.name)
         if resp.status >= 400:
@@ -54,8 +56,10 @@ class OpenAICompatible(CompletionProvider):
         content_type = resp.header("content-type", "application/json")
         headers = forwarded(resp.headers())
         if call.stream and content_type.startswith("text/event-stream"):
-            return Relay(resp.status, content_type, self.relay_stream(resp.events()), resp.close,
-                         headers)
+            events = self.relay_stream(resp.events())
+            if hidden_usage:
+                events = stream_usage.hide(events, call.capture)
+            return Relay(resp.status, content_type, events, resp.close, headers)
         return Relay(resp.status, content_type, iter((self.relay_body(resp.read()),)),
                      resp.close, headers)
 

@@ -1,12 +1,15 @@
-"""One structured line per request; bodies only at DEBUG, secrets redacted."""
+"""One structured line per request; bodies only at DEBUG, secrets redacted.
+The same record feeds the sidecar log for completion calls."""
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from typing import Callable
 
 import orjson
 
+from proxy.log.entry import Entry
 from proxy.redact import scrub
 
 access = logging.getLogger("switchboard.access")
@@ -38,17 +41,22 @@ def configure(level: str) -> None:
 
 class RequestLog:
     """Timings and outcome of one request, written once when the response closes."""
-    __slots__ = ("request_id", "path", "start", "ttfb", "provider", "model", "status",
-                 "stream", "error", "_done")
+    __slots__ = ("request_id", "path", "created_at", "start", "ttfb", "provider", "model",
+                 "model_requested", "status", "stream", "error", "session_id", "api_key_id",
+                 "messages", "pieces", "disconnected", "sink", "cost", "_done")
 
     def __init__(self, request_id: str, path: str):
         self.request_id = request_id
         self.path = path
+        self.created_at = time.time()
         self.start = time.perf_counter()
         self.ttfb = None
-        self.provider = self.model = self.error = None
+        self.provider = self.model = self.model_requested = self.error = None
+        self.session_id = self.api_key_id = self.messages = self.cost = None
         self.status = 200
-        self.stream = False
+        self.stream = self.disconnected = False
+        self.pieces: list[bytes] = []
+        self.sink: Callable[[Entry], None] | None = None  # set for completion calls
         self._done = False
 
     def first_byte(self) -> None:
@@ -59,14 +67,26 @@ class RequestLog:
         if self._done:
             return
         self._done = True
-        latency = time.perf_counter() - self.start
+        latency = (time.perf_counter() - self.start) * 1000
+        ttfb = self.ttfb * 1000 if self.ttfb is not None else latency
         fields = {"request_id": self.request_id, "path": self.path, "provider": self.provider,
                   "model": self.model, "status": self.status, "stream": self.stream,
-                  "latency_ms": round(latency * 1000, 2),
-                  "ttfb_ms": round((self.ttfb if self.ttfb is not None else latency) * 1000, 2)}
+                  "latency_ms": round(latency, 2), "ttfb_ms": round(ttfb, 2)}
         if self.error:
             fields["error"] = self.error
+        if self.disconnected:
+            fields["client_disconnected"] = True
         access.info("request", extra={"fields": fields})
+        if self.sink is not None:
+            self.sink(self._entry(latency, ttfb))
+
+    def _entry(self, latency: float, ttfb: float) -> Entry:
+        return Entry(request_id=self.request_id, created_at=self.created_at, status=self.status,
+                     provider=self.provider, model_requested=self.model_requested,
+                     model_upstream=self.model, session_id=self.session_id,
+                     api_key_id=self.api_key_id, error_type=self.error, streamed=self.stream,
+                     client_disconnected=self.disconnected, latency_ms=latency, ttft_ms=ttfb,
+                     messages=self.messages, pieces=self.pieces)
 
 
 def debug_body(label: str, request_id: str, body: bytes, secrets: tuple[str, ...]) -> None:

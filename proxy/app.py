@@ -12,6 +12,10 @@ from providers import registry
 from proxy import access_log, errors, tokens
 from proxy.access_log import RequestLog
 from proxy.config import Config
+from proxy.log.costs import usage_cost
+from proxy.log.pricing import Pricing
+from proxy.log.recorder import Recorder
+from proxy.log.retention import Retention
 from proxy.respond import error_response
 from proxy.routes import catalog, chat, health
 from proxy.routing.selection import Router
@@ -35,6 +39,18 @@ class Gateway:
                           for name, spec in config.providers.items()}
         self.router = Router(self.providers, config.models, config.default_provider)
         self.secrets = config.secrets()
+        self.pricing = Pricing.load(config.pricing)
+        self.recorder = Recorder(config.database_url, self.pricing, content_mode=config.log_content,
+                                 max_queue=config.log_queue_max,
+                                 retention=Retention(config.log_retention_days, config.log_max_rows))
+        self.record = self.recorder.record
+
+    def cost_of(self, model: str | None, usage: dict | None) -> float | None:
+        return usage_cost(self.pricing, model, usage)
+
+    def close(self) -> None:
+        self.recorder.close()
+        self.http.close()
 
 
 def create_app(config: Config | None = None) -> Flask:

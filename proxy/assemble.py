@@ -107,24 +107,29 @@ class ChunkWriter:
                                             {"role": "assistant", "content": "", "refusal": None})])
         yield self._chunk([self._choice(event.choice, delta)])
 
-    def close(self) -> Iterator[bytes]:
-        """Finish chunks in index order, then the usage chunk when asked, then [DONE]."""
+    def close(self, capture: list[bytes] | None = None) -> Iterator[bytes]:
+        """Finish chunks in index order, then the usage chunk when asked, then [DONE].
+        Usage the client did not ask for goes to `capture` (the log) instead."""
         indexes = sorted(self.started | set(self.finishes)) or [0]
         for index in indexes:
             if index not in self.started:
                 yield self._chunk([self._choice(index, {"role": "assistant", "content": "",
                                                         "refusal": None})])
             yield self._chunk([self._choice(index, {}, self.finishes.get(index, "stop"))])
-        if self.include_usage and self.usage is not None:
-            yield self._chunk([], usage_object(self.usage))
+        if self.usage is not None:
+            if self.include_usage:
+                yield self._chunk([], usage_object(self.usage))
+            elif capture is not None:
+                capture.append(encode({"choices": [], "usage": usage_object(self.usage)}))
         yield DONE
 
 
-def stream(events: Iterable[Event], model: str, include_usage: bool) -> Iterator[bytes]:
+def stream(events: Iterable[Event], model: str, include_usage: bool,
+           capture: list[bytes] | None = None) -> Iterator[bytes]:
     writer = ChunkWriter(model, include_usage)
     for event in events:
         yield from writer.write(event)
-    yield from writer.close()
+    yield from writer.close(capture)
 
 
 class _Choice:

@@ -23,6 +23,12 @@ class Config:
     read_timeout: float = 600.0
     log_level: str = "INFO"
     log_bodies: bool = False
+    database_url: str = "sqlite:///./gateway.db"
+    log_content: str = "full"  # full | redacted | none
+    log_queue_max: int = 100_000
+    log_retention_days: float | None = None
+    log_max_rows: int | None = None
+    pricing: Mapping[str, Mapping] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -39,10 +45,23 @@ class Config:
             read_timeout=float(env.get("UPSTREAM_TIMEOUT", 600)),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_bodies=env.get("LOG_LEVEL", "").upper() == "DEBUG",
+            database_url=env.get("DATABASE_URL") or "sqlite:///./gateway.db",
+            log_content=_choice(env.get("LOG_CONTENT", "full"), ("full", "redacted", "none"),
+                                "LOG_CONTENT"),
+            log_queue_max=int(env.get("LOG_QUEUE_MAX", 100_000)),
+            log_retention_days=float(env["LOG_RETENTION_DAYS"]) if env.get("LOG_RETENTION_DAYS") else None,
+            log_max_rows=int(env["LOG_MAX_ROWS"]) if env.get("LOG_MAX_ROWS") else None,
+            pricing=MappingProxyType(dict(file.get("pricing", {}))),
         )
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(p.api_key for p in self.providers.values() if p.api_key)
+
+
+def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 def _read_toml(path: str | None) -> dict:

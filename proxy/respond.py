@@ -3,13 +3,15 @@
 Errors before the first byte are real HTTP errors: the first chunk is pulled
 before the response starts. After it, an error is one OpenAI error event and
 `[DONE]`. Closing the response (end, or client gone) closes the upstream.
+Everything sent is also kept, by reference, for the log (`record.pieces`).
 """
 from __future__ import annotations
 
 import itertools
 import logging
-from typing import Iterator
+from typing import Callable, Iterator
 
+import orjson
 from flask import Response
 
 from providers.base import Call, Relay, Reply
@@ -19,6 +21,8 @@ from proxy.sse import DONE, STREAM_HEADERS
 
 log = logging.getLogger("switchboard.relay")
 
+CostOf = Callable[[str, dict | None], float | None]
+
 
 def error_response(error: errors.GatewayError) -> Response:
     response = Response(errors.render(error), status=error.status, mimetype="application/json")
@@ -27,20 +31,29 @@ def error_response(error: errors.GatewayError) -> Response:
 
 
 def _guarded(chunks: Iterator[bytes], record: RequestLog, close) -> Iterator[bytes]:
+    keep = record.pieces.append
+    finished = False
     try:
         for chunk in chunks:
+            keep(chunk)
             yield chunk
-    except errors.GatewayError as exc:
-        record.error = exc.code or exc.type
-        yield errors.stream_event(exc)
-        yield DONE
-    except Exception:
-        log.exception("stream failed", extra={"fields": {"request_id": record.request_id}})
-        record.error = "internal_error"
-        yield errors.stream_event(errors.GatewayError("The gateway failed while streaming."))
-        yield DONE
+        finished = True
+    except Exception as exc:
+        error = exc if isinstance(exc, errors.GatewayError) else _internal(record)
+        record.error = error.code or error.type
+        for chunk in (errors.stream_event(error), DONE):
+            keep(chunk)
+            yield chunk
+        finished = True
     finally:
+        # a generator closed before its end means the client went away
+        record.disconnected = not finished
         close()
+
+
+def _internal(record: RequestLog) -> errors.GatewayError:
+    log.exception("stream failed", extra={"fields": {"request_id": record.request_id}})
+    return errors.GatewayError("The gateway failed while streaming.", code="internal_error")
 
 
 def _started(chunks: Iterator[bytes], record: RequestLog) -> Iterator[bytes]:
@@ -62,28 +75,47 @@ def _stream(chunks: Iterator[bytes], record: RequestLog, close, headers) -> Resp
     return response
 
 
-def reply_response(reply: Reply, call: Call, record: RequestLog) -> Response:
-    if isinstance(reply, Relay):
-        return _relay(reply, call, record)
-    if call.stream:
-        chunks = assemble.stream(reply, call.model, call.include_usage)
-        return _stream(chunks, record, getattr(reply, "close", _noop), {})
-    body = assemble.json_body(assemble.completion(reply, call.model))
+def _json(body: bytes, status: int, content_type: str, record: RequestLog, cost: float | None,
+          headers=None) -> Response:
     record.first_byte()
-    return Response(body, status=200, mimetype="application/json")
+    record.pieces.append(body)
+    response = Response(body, status=status, content_type=content_type)
+    if headers:
+        response.headers.update(headers)
+    if cost is not None:
+        response.headers["x-gateway-cost-usd"] = f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+    return response
 
 
-def _relay(reply: Relay, call: Call, record: RequestLog) -> Response:
+def reply_response(reply: Reply, call: Call, record: RequestLog, cost_of: CostOf) -> Response:
+    if isinstance(reply, Relay):
+        return _relay(reply, call, record, cost_of)
+    if call.stream:
+        chunks = assemble.stream(reply, call.model, call.include_usage, call.capture)
+        return _stream(chunks, record, getattr(reply, "close", _noop), {})
+    completion = assemble.completion(reply, call.model)
+    cost = cost_of(completion["model"], completion["usage"])
+    return _json(assemble.json_body(completion), 200, "application/json", record, cost)
+
+
+def _relay(reply: Relay, call: Call, record: RequestLog, cost_of: CostOf) -> Response:
     if call.stream and reply.content_type.startswith("text/event-stream"):
         return _stream(reply.chunks, record, reply.close, reply.headers)
     try:
         body = b"".join(reply.chunks)
     finally:
         reply.close()
-    record.first_byte()
-    response = Response(body, status=reply.status, content_type=reply.content_type)
-    response.headers.update(reply.headers)
-    return response
+    return _json(body, reply.status, reply.content_type, record, _relayed_cost(body, cost_of),
+                 reply.headers)
+
+
+def _relayed_cost(body: bytes, cost_of: CostOf) -> float | None:
+    """The answer's usage, read from the (small) response body: the request is never parsed."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return cost_of(answer.get("model"), answer.get("usage")) if isinstance(answer, dict) else None
 
 
 def _noop() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -30,10 +31,13 @@ class Gateway:
     def __init__(self, env: dict, workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.db_path = Path(tempfile.mkdtemp(prefix="switchboard-")) / "gateway.db"
         base = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         self.env = {**base, "PORT": str(self.port), "HOST": "127.0.0.1",
                     "WEB_CONCURRENCY": str(workers), "LOG_LEVEL": "INFO",
-                    "GRACEFUL_TIMEOUT": "2", **env}
+                    "GRACEFUL_TIMEOUT": "2",
+                    "DATABASE_URL": f"sqlite:///{self.db_path}",
+                    **env}
         self.log_path = None
         self.proc = None
 

@@ -39,12 +39,15 @@ def test_non_streaming_relays_the_upstream_answer(client, openai_fake):
     assert sent.headers["authorization"] == "Bearer sk-test-gateway-key-0123456789"
 
 
-def test_streaming_without_usage(client):
+def test_streaming_without_usage(client, openai_fake):
     stream = client.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES, stream=True)
     chunks = list(stream)
+    # the gateway asked the upstream for usage (for its log) ...
+    assert openai_fake.last.json()["stream_options"] == {"include_usage": True}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
-        _captured_text("chat_stream_no_usage.sse")
-    assert all(c.usage is None for c in chunks)
+        _captured_text("chat_stream_include_usage.sse")
+    # ... and the client still sees no usage at all, as it asked
+    assert all(c.usage is None and c.choices for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 

@@ -6,7 +6,7 @@ import re
 import requests
 
 from proxy.assemble import json_body
-from tests.fakes.openai_upstream import fixture
+from tests.fakes.openai_upstream import fixture, sse_blocks
 
 HI = {"role": "user", "content": "hi there"}
 
@@ -16,16 +16,30 @@ def post(gateway, body, **kw):
 
 
 def test_passthrough_stream_bytes_equal_the_upstream(gateway):
-    cases = [({}, "chat_stream_no_usage.sse"),
-             ({"stream_options": {"include_usage": True}}, "chat_stream_include_usage.sse"),
+    cases = [({"stream_options": {"include_usage": True}}, "chat_stream_include_usage.sse"),
              ({"n": 3}, "chat_stream_n3_interleaved.sse"),
              ({"tools": [{"type": "function", "function": {"name": "a"}}]}, "chat_stream_tool_calls.sse")]
+    usage = {"stream_options": {"include_usage": True}}  # these captures were recorded with it
     for extra, name in cases:
-        r = post(gateway, {"model": "openai/gpt-4o-mini", "messages": [HI], "stream": True, **extra})
+        r = post(gateway, {"model": "openai/gpt-4o-mini", "messages": [HI], "stream": True, **usage, **extra})
         assert r.status_code == 200
         assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert r.headers["x-accel-buffering"] == "no" and r.headers["cache-control"] == "no-cache"
         assert r.raw.read() == fixture(name), name
+
+
+def test_usage_asked_for_the_log_never_reaches_a_client_that_did_not_ask(gateway, openai_fake):
+    r = post(gateway, {"model": "openai/gpt-4o-mini", "messages": [HI], "stream": True})
+    received = sse_blocks(r.raw.read())
+    assert openai_fake.last.json()["stream_options"] == {"include_usage": True}
+    sent = sse_blocks(fixture("chat_stream_include_usage.sse"))
+    usage_chunk = sent[-2]
+    assert b'"choices":[]' in usage_chunk
+    expected = [block.replace(b',"usage":null', b"") for block in sent if block is not usage_chunk]
+    assert received == expected
+    for block in received[:-1]:
+        chunk = json.loads(block.removeprefix(b"data: "))
+        assert "usage" not in chunk and chunk["choices"]
 
 
 def test_passthrough_json_bytes_equal_the_upstream(gateway):

@@ -35,16 +35,20 @@ def chat_completions():
     body_provider = body.pop("provider", None)
     if body_provider is not None and not isinstance(body_provider, str):
         raise InvalidRequest("`provider` must be a string.", param="provider")
-    route = gateway.router.resolve(body["model"], request.headers.get("X-Provider") or body_provider)
+    model = body["model"]
+    route = gateway.router.resolve(model, request.headers.get("X-Provider") or body_provider)
     # forward the client's own bytes unless the gateway had to change the body
-    changed = body_provider is not None or route.model != body["model"]
+    changed = body_provider is not None or route.model != model
     body["model"] = route.model
     stream = bool(body.get("stream"))
+    record = g.record
     call = Call(body=body, raw=None if changed else raw, model=route.model, stream=stream,
                 include_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
                 request_id=g.request_id, session_id=request.headers.get("X-Session-Id"),
-                client_headers=request.headers)
-    g.record.provider, g.record.model = route.provider.name, route.model
+                client_headers=request.headers, capture=record.pieces)
+    record.provider, record.model, record.model_requested = route.provider.name, route.model, model
+    record.session_id, record.messages = call.session_id, body["messages"]
+    record.sink = gateway.record
     debug_body("request body", g.request_id, raw, gateway.secrets)
-    return reply_response(route.provider.execute(call), call, g.record)
+    return reply_response(route.provider.execute(call), call, record, gateway.cost_of)
 

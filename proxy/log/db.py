@@ -1,0 +1,51 @@
+"""The sidecar SQLite database: connections and append-only named migrations."""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from proxy.log.migrations import MIGRATIONS
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def path_from_url(url: str) -> str:
+    """`sqlite:///./gateway.db` -> `./gateway.db`; `sqlite:////abs/path.db` -> `/abs/path.db`."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"DATABASE_URL must be sqlite:///<path>, got {url.split(':', 1)[0]}:…")
+    return url.removeprefix("sqlite:///") or "gateway.db"
+
+
+def connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded, each in its own transaction; safe to
+    run from several workers at once (the first to take the write lock applies)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    applied = []
+    for name, sql in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone()
+            if not done:
+                for statement in filter(str.strip, sql.split(";\n")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
+                applied.append(name)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied

@@ -1,0 +1,72 @@
+"""Schema changes, append-only: never edit a shipped migration, add a new one."""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", """
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    title TEXT,
+    model TEXT,
+    system_prompt TEXT,
+    metadata TEXT,
+    api_key_id TEXT
+);
+-- message bodies stored once, by content hash: a conversation resent on every
+-- turn does not repeat its history in every row
+CREATE TABLE contents (
+    hash TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE completions (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    completion_id TEXT,
+    created_at REAL NOT NULL,
+    session_id TEXT REFERENCES sessions(id) ON DELETE CASCADE,
+    api_key_id TEXT,
+    provider TEXT,
+    model_requested TEXT,
+    model_answered TEXT,
+    status INTEGER NOT NULL,
+    error_type TEXT,
+    finish_reason TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cached_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    tokens_estimated INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL,
+    latency_ms REAL,
+    ttft_ms REAL,
+    streamed INTEGER NOT NULL,
+    client_disconnected INTEGER NOT NULL DEFAULT 0,
+    prompt_refs TEXT,
+    answer_ref TEXT
+);
+CREATE INDEX completions_created ON completions(created_at);
+CREATE INDEX completions_session ON completions(session_id, created_at);
+CREATE INDEX completions_completion_id ON completions(completion_id);
+CREATE TABLE session_messages (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    completion_row INTEGER REFERENCES completions(id) ON DELETE SET NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (session_id, position)
+);
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY,
+    completion_row INTEGER REFERENCES completions(id) ON DELETE CASCADE,
+    message_id INTEGER REFERENCES session_messages(id) ON DELETE CASCADE,
+    feedback_type TEXT,
+    rating INTEGER,
+    comment TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX feedback_completion ON feedback(completion_row);
+CREATE INDEX feedback_message ON feedback(message_id)
+"""),
+]
