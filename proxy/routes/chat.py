@@ -1,54 +1,14 @@
 """POST /v1/chat/completions."""
 from __future__ import annotations
 
-import orjson
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 
-from providers.base import Call
-from proxy.access_log import debug_body
-from proxy.errors import InvalidRequest
-from proxy.respond import reply_response
-from proxy.schema import validate
+from proxy.completion import complete, parse_object
 
 bp = Blueprint("chat", __name__)
 
 
-def parse_object(raw: bytes) -> dict:
-    if not raw:
-        raise InvalidRequest("The request body is empty: send a JSON object.", code="invalid_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.",
-                             code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
-
-
 @bp.post("/chat/completions")
 def chat_completions():
-    gateway = current_app.extensions["switchboard"]
     raw = request.get_data(cache=False)
-    body = parse_object(raw)
-    validate(body)
-    body_provider = body.pop("provider", None)
-    if body_provider is not None and not isinstance(body_provider, str):
-        raise InvalidRequest("`provider` must be a string.", param="provider")
-    model = body["model"]
-    route = gateway.router.resolve(model, request.headers.get("X-Provider") or body_provider)
-    # forward the client's own bytes unless the gateway had to change the body
-    changed = body_provider is not None or route.model != model
-    body["model"] = route.model
-    stream = bool(body.get("stream"))
-    record = g.record
-    call = Call(body=body, raw=None if changed else raw, model=route.model, stream=stream,
-                include_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
-                request_id=g.request_id, session_id=request.headers.get("X-Session-Id"),
-                client_headers=request.headers, capture=record.pieces)
-    record.provider, record.model, record.model_requested = route.provider.name, route.model, model
-    record.session_id, record.messages = call.session_id, body["messages"]
-    record.sink = gateway.record
-    debug_body("request body", g.request_id, raw, gateway.secrets)
-    return reply_response(route.provider.execute(call), call, record, gateway.cost_of)
-
+    return complete(current_app.extensions["switchboard"], parse_object(raw), raw, request.headers)

@@ -1,0 +1,53 @@
+"""One chat completion, from a client body to a response: validate, route,
+execute, relay. Shared by /v1/chat/completions and the session endpoints."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import orjson
+from flask import Response, g
+
+from providers.base import Call
+from proxy.access_log import debug_body
+from proxy.errors import InvalidRequest
+from proxy.respond import reply_response
+from proxy.schema import validate
+
+
+def parse_object(raw: bytes) -> dict:
+    if not raw:
+        raise InvalidRequest("The request body is empty: send a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.",
+                             code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
+             session_id: str | None = None) -> Response:
+    """`raw` is the client's own encoding of `body` (forwarded as is when the
+    gateway changes nothing), or None for a body the gateway built."""
+    validate(body)
+    body_provider = body.pop("provider", None)
+    if body_provider is not None and not isinstance(body_provider, str):
+        raise InvalidRequest("`provider` must be a string.", param="provider")
+    model = body["model"]
+    route = gateway.router.resolve(model, headers.get("X-Provider") or body_provider)
+    changed = raw is None or body_provider is not None or route.model != model
+    body["model"] = route.model
+    stream = bool(body.get("stream"))
+    record = g.record
+    call = Call(body=body, raw=None if changed else raw, model=route.model, stream=stream,
+                include_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
+                request_id=g.request_id, session_id=session_id or headers.get("X-Session-Id"),
+                client_headers=headers, capture=record.pieces)
+    record.provider, record.model, record.model_requested = route.provider.name, route.model, model
+    record.session_id, record.messages = call.session_id, body["messages"]
+    record.sink = gateway.record
+    if raw is not None:
+        debug_body("request body", g.request_id, raw, gateway.secrets)
+    return reply_response(route.provider.execute(call), call, record, gateway.cost_of)
