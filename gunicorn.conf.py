@@ -28,3 +28,21 @@ def worker_exit(server, worker):
     gateway = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("switchboard")
     if gateway is not None:
         gateway.close()
+
+
+def on_starting(server):
+    """One Prometheus multiprocess directory per gateway, emptied at start."""
+    import tempfile
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="switchboard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)

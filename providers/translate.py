@@ -117,6 +117,10 @@ def mapped(table: Mapping[str, str], value, default: str) -> str:
     return table.get(value, default) if value is not None else default
 
 
+# a parameter sent with OpenAI's default value asks for nothing unsupported
+_OPENAI_DEFAULTS = {"n": 1, "logprobs": False, "top_logprobs": 0, "parallel_tool_calls": True}
+
+
 class ParamPolicy:
     """A provider's declared handling of OpenAI parameters it cannot honour:
     `ignored` are dropped silently, `rejected` get a 400 naming the parameter."""
@@ -127,6 +131,7 @@ class ParamPolicy:
 
     def check(self, body: Mapping, provider: str) -> None:
         for param, why in self.rejected.items():
-            if body.get(param) not in (None, False):
+            value = body.get(param)
+            if value is not None and value != _OPENAI_DEFAULTS.get(param, False):
                 raise InvalidRequest(f"`{param}` is not supported by {provider}: {why}",
                                      param=param, code="unsupported_parameter")

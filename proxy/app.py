@@ -9,7 +9,7 @@ from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from providers import registry
-from proxy import access_log, errors, tokens
+from proxy import access_log, errors, metrics, tokens
 from proxy.access_log import RequestLog
 from proxy.config import Config
 from proxy.log.costs import usage_cost
@@ -40,16 +40,24 @@ class Gateway:
         self.router = Router(self.providers, config.models, config.default_provider)
         self.secrets = config.secrets()
         self.pricing = Pricing.load(config.pricing)
+        self.feed = metrics.Feed()
         self.recorder = Recorder(config.database_url, self.pricing, content_mode=config.log_content,
                                  max_queue=config.log_queue_max,
-                                 retention=Retention(config.log_retention_days, config.log_max_rows))
-        self.record = self.recorder.record
+                                 retention=Retention(config.log_retention_days, config.log_max_rows),
+                                 feed=self.feed.push)
+        self.metrics = metrics.Pump(self.feed, self.recorder.writer)
+        self.metrics.start()
 
     def cost_of(self, model: str | None, usage: dict | None) -> float | None:
         return usage_cost(self.pricing, model, usage)
 
+    def record(self, entry) -> None:
+        metrics.IN_FLIGHT.dec()
+        self.recorder.record(entry)
+
     def close(self) -> None:
         self.recorder.close()
+        self.metrics.tick()
         self.http.close()
 
 

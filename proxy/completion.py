@@ -8,6 +8,7 @@ import orjson
 from flask import Response, g
 
 from providers.base import Call
+from proxy import metrics
 from proxy.access_log import debug_body
 from proxy.errors import InvalidRequest
 from proxy.respond import reply_response
@@ -27,10 +28,19 @@ def parse_object(raw: bytes) -> dict:
     return body
 
 
+def track(gateway) -> None:
+    """Log this request as a completion call (once), and count it in flight."""
+    record = g.record
+    if record.sink is None:
+        record.sink = gateway.record
+        metrics.IN_FLIGHT.inc()
+
+
 def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
              session_id: str | None = None) -> Response:
     """`raw` is the client's own encoding of `body` (forwarded as is when the
     gateway changes nothing), or None for a body the gateway built."""
+    track(gateway)
     validate(body)
     body_provider = body.pop("provider", None)
     if body_provider is not None and not isinstance(body_provider, str):
@@ -47,7 +57,6 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
                 client_headers=headers, capture=record.pieces)
     record.provider, record.model, record.model_requested = route.provider.name, route.model, model
     record.session_id, record.messages = call.session_id, body["messages"]
-    record.sink = gateway.record
     if raw is not None:
         debug_body("request body", g.request_id, raw, gateway.secrets)
     return reply_response(route.provider.execute(call), call, record, gateway.cost_of)

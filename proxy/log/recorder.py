@@ -17,7 +17,7 @@ log = logging.getLogger("switchboard.log")
 
 class Recorder:
     def __init__(self, database_url: str, pricing: Pricing, *, content_mode: str = "full",
-                 max_queue: int = 100_000, retention: Retention | None = None):
+                 max_queue: int = 100_000, retention: Retention | None = None, feed=None):
         self.path = db.path_from_url(database_url)
         self.pricing = pricing
         conn = db.connect(self.path)
@@ -27,7 +27,7 @@ class Recorder:
             conn.close()
         if applied:
             log.info("log database %s: applied %s", self.path, ", ".join(applied))
-        self.writer = LogWriter(self.path, RowWriter(pricing, content_mode), max_queue=max_queue,
+        self.writer = LogWriter(self.path, RowWriter(pricing, content_mode, feed), max_queue=max_queue,
                                 maintenance=retention).start()
         atexit.register(self.close)
 

@@ -9,6 +9,7 @@ from proxy import tokens
 from proxy.log import content, extract
 from proxy.log.costs import usage_tokens
 from proxy.log.entry import Entry
+from proxy.metrics import Written
 
 _COLUMNS = ("request_id", "completion_id", "created_at", "session_id", "api_key_id", "provider",
             "model_requested", "model_answered", "status", "error_type", "finish_reason",
@@ -20,9 +21,10 @@ _INSERT = (f"INSERT OR IGNORE INTO completions ({', '.join(_COLUMNS)}) "
 
 
 class RowWriter:
-    def __init__(self, pricing, content_mode: str = "full"):
+    def __init__(self, pricing, content_mode: str = "full", feed=None):
         self.pricing = pricing
         self.content_mode = content_mode
+        self.feed = feed  # called with a metrics.Written per row written
 
     def write(self, conn: sqlite3.Connection, entries: list[Entry]) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -62,6 +64,11 @@ class RowWriter:
         cursor = conn.execute(_INSERT, row)
         if entry.session_id and cursor.rowcount:
             self._append_turn(conn, entry, cursor.lastrowid, messages, refs, answer, answer_ref)
+        if self.feed is not None and cursor.rowcount:
+            self.feed(Written(entry.provider or "none", model or entry.model_requested or "none",
+                              entry.status, entry.error_type or summary.error_type,
+                              _seconds(entry.latency_ms), _seconds(entry.ttft_ms),
+                              _token_kinds(usage), cost))
 
     def _usage(self, entry: Entry, summary: extract.Summary):
         if summary.usage:
@@ -101,3 +108,12 @@ class RowWriter:
             position += 1
         conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?",
                      (entry.created_at, entry.session_id))
+
+
+def _seconds(ms: float | None) -> float | None:
+    return ms / 1000 if ms is not None else None
+
+
+def _token_kinds(usage) -> tuple[tuple[str, int], ...]:
+    return tuple((kind, count) for kind, count in zip(("input", "output", "cached", "reasoning"), usage)
+                 if count)

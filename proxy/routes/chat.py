@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
-from proxy.completion import complete, parse_object
+from proxy.completion import complete, parse_object, track
 
 bp = Blueprint("chat", __name__)
 
 
 @bp.post("/chat/completions")
 def chat_completions():
+    gateway = current_app.extensions["switchboard"]
+    track(gateway)  # before parsing: refused calls are logged too
     raw = request.get_data(cache=False)
-    return complete(current_app.extensions["switchboard"], parse_object(raw), raw, request.headers)
+    return complete(gateway, parse_object(raw), raw, request.headers)

@@ -1,9 +1,9 @@
 """GET /, /health and /ready."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
-from proxy import __version__
+from proxy import __version__, metrics
 
 bp = Blueprint("health", __name__)
 
@@ -26,3 +26,10 @@ def ready():
     body = {"status": "ready" if ok else "not_ready", "default_provider": gateway.config.default_provider,
             "providers": gateway.router.available()}
     return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def prometheus():
+    current_app.extensions["switchboard"].metrics.tick()
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
