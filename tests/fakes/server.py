@@ -97,6 +97,7 @@ class FakeServer:
 
             do_POST = do_GET = do_PUT = do_DELETE = _serve
 
+        ThreadingHTTPServer.request_queue_size = 128  # bursts of concurrent test calls
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
