@@ -65,7 +65,8 @@ class RowWriter:
         if entry.session_id and cursor.rowcount:
             self._append_turn(conn, entry, cursor.lastrowid, messages, refs, answer, answer_ref)
         if self.feed is not None and cursor.rowcount:
-            self.feed(Written(entry.provider or "none", model or entry.model_requested or "none",
+            self.feed(Written(entry.provider or "none",
+                              entry.model_upstream or entry.model_requested or "none",
                               entry.status, entry.error_type or summary.error_type,
                               _seconds(entry.latency_ms), _seconds(entry.ttft_ms),
                               _token_kinds(usage), cost))
