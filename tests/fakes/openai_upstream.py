@@ -5,7 +5,7 @@ What it answers depends on the request, as the real API's would:
   * stream + include_usage / stream without it / n=3 / tools / parallel tools
     -> the matching captured SSE body, one event per chunk;
   * non-streaming -> the captured JSON body (tool-call variant when tools are sent),
-    with `n` choices when n > 1;
+    with `n` choices when n > 1, JSON content when response_format asks for it;
   * model names starting with `error-<status>` -> that captured error;
   * `slow-stream` streams forever-ish with pauses (disconnect tests);
   * `cut-stream` sends two events and drops the connection;
@@ -78,9 +78,12 @@ def _nonstream(body: dict) -> bytes:
     name = "chat_nonstream_tool_calls.json" if body.get("tools") else "chat_nonstream.json"
     raw = fixture(name)
     n = body.get("n") or 1
-    if n == 1:
+    json_mode = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
+    if n == 1 and not json_mode:
         return raw
     obj = json.loads(raw)
+    if json_mode:  # as the real API answers: the content is a JSON document
+        obj["choices"][0]["message"]["content"] = json.dumps({"answer": "ok"})
     first = obj["choices"][0]
     obj["choices"] = [dict(copy.deepcopy(first), index=i) for i in range(n)]
     return json.dumps(obj, indent=2, ensure_ascii=False).encode() + b"\n"
