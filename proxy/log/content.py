@@ -50,15 +50,15 @@ def normalise(message: dict) -> dict:
     return out
 
 
-def prepare(message: dict, mode: str) -> bytes | None:
+def prepare(message: dict, mode: str) -> str | None:
     """The stored body of one message under the content mode (None: not stored)."""
     if mode == "none":
         return None
     message = normalise(message)
     if mode == "redacted":
         message = _redact(message)
-    return orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(message, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def content_hash(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+def content_hash(body: str) -> str:
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
