@@ -46,3 +46,21 @@ def on_starting(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+
+
+def _refuse_open_exposure():
+    """Without a master key the gateway is open: only on loopback, unless told otherwise."""
+    import ipaddress
+    host = bind.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not os.environ.get("GATEWAY_MASTER_KEY") \
+            and os.environ.get("GATEWAY_ALLOW_OPEN") != "1":
+        raise SystemExit(f"Refusing to serve on {bind} without GATEWAY_MASTER_KEY: anyone who can "
+                         "reach it could spend your provider credits. Set GATEWAY_MASTER_KEY, or "
+                         "GATEWAY_ALLOW_OPEN=1 to run open on purpose.")
+
+
+_refuse_open_exposure()

@@ -43,7 +43,7 @@ class RequestLog:
     """Timings and outcome of one request, written once when the response closes."""
     __slots__ = ("request_id", "path", "created_at", "start", "ttfb", "provider", "model",
                  "model_requested", "status", "stream", "error", "session_id", "api_key_id",
-                 "messages", "pieces", "disconnected", "sink", "cost", "_done")
+                 "messages", "pieces", "disconnected", "sink", "session_turn", "_done")
 
     def __init__(self, request_id: str, path: str):
         self.request_id = request_id
@@ -52,7 +52,8 @@ class RequestLog:
         self.start = time.perf_counter()
         self.ttfb = None
         self.provider = self.model = self.model_requested = self.error = None
-        self.session_id = self.api_key_id = self.messages = self.cost = None
+        self.session_id = self.api_key_id = self.messages = None
+        self.session_turn = False
         self.status = 200
         self.stream = self.disconnected = False
         self.pieces: list[bytes] = []
@@ -86,7 +87,7 @@ class RequestLog:
                      model_upstream=self.model, session_id=self.session_id,
                      api_key_id=self.api_key_id, error_type=self.error, streamed=self.stream,
                      client_disconnected=self.disconnected, latency_ms=latency, ttft_ms=ttfb,
-                     messages=self.messages, pieces=self.pieces)
+                     messages=self.messages, pieces=self.pieces, session_turn=self.session_turn)
 
 
 def debug_body(label: str, request_id: str, body: bytes, secrets: tuple[str, ...]) -> None:

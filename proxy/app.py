@@ -5,7 +5,7 @@ import logging
 import os
 import re
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from providers import registry
@@ -16,8 +16,11 @@ from proxy.log.costs import usage_cost
 from proxy.log.pricing import Pricing
 from proxy.log.recorder import Recorder
 from proxy.log.retention import Retention
+from proxy.policy.budget import Budgets
+from proxy.policy.keys import MASTER, KeyStore
 from proxy.respond import error_response
-from proxy.routes import catalog, chat, health
+from proxy.routes import (catalog, chain, chat, compare, feedback, health, keys, sessions,
+                          usage)
 from proxy.routing.selection import Router
 from proxy.upstream import HttpPool
 
@@ -47,6 +50,8 @@ class Gateway:
                                  feed=self.feed.push)
         self.metrics = metrics.Pump(self.feed, self.recorder.writer)
         self.metrics.start()
+        self.keys = KeyStore(self.recorder.connection, config.master_key)
+        self.budgets = Budgets(self.keys.connection, config.monthly_cost_limit)
 
     def cost_of(self, model: str | None, usage: dict | None) -> float | None:
         return usage_cost(self.pricing, model, usage)
@@ -70,7 +75,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["switchboard"] = gateway
     tokens.encoding_for("")  # load the tokenizer now, not on a request
 
-    for blueprint in (chat.bp, catalog.bp):
+    for blueprint in (chat.bp, catalog.bp, keys.bp, sessions.bp, feedback.bp, usage.bp, compare.bp,
+                      chain.bp):
         app.register_blueprint(blueprint, url_prefix="/v1")
         # full-path clients (a voice agent's "think" URL) may omit /v1
         app.register_blueprint(blueprint, url_prefix="", name=f"{blueprint.name}_bare")
@@ -82,7 +88,11 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     _warn_unavailable_default(gateway)
+    _warn_if_open(gateway)
     return app
+
+
+_PUBLIC = frozenset(("/", "/health", "/ready"))
 
 
 def _start() -> None:
@@ -90,6 +100,12 @@ def _start() -> None:
     g.request_id = given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
         "req_" + os.urandom(16).hex()
     g.record = RequestLog(g.request_id, request.path)
+    if request.path not in _PUBLIC:
+        keys = current_app.extensions["switchboard"].keys
+        g.principal = keys.authenticate(request.headers)
+        g.record.api_key_id = g.principal.key_id
+        if request.path == "/metrics" and keys.enabled and g.principal is not MASTER:
+            raise errors.PermissionDenied("Only the master key can read /metrics.")
 
 
 def _finish(response):
@@ -121,6 +137,12 @@ def _unexpected_error(exc: Exception):
     log.exception("unhandled error", extra={"fields": {"request_id": g.get("request_id")}})
     return error_response(errors.GatewayError(
         "The gateway failed to handle this request; the error is logged with its request id."))
+
+
+def _warn_if_open(gateway: Gateway) -> None:
+    if not gateway.keys.enabled:
+        log.warning("GATEWAY_MASTER_KEY is not set: the gateway is OPEN, anyone who can reach it "
+                    "can spend its providers' credits. Set GATEWAY_MASTER_KEY before exposing it.")
 
 
 def _warn_unavailable_default(gateway: Gateway) -> None:

@@ -11,6 +11,7 @@ from providers.base import Call
 from proxy import metrics
 from proxy.access_log import debug_body
 from proxy.errors import InvalidRequest
+from proxy.policy import access
 from proxy.respond import reply_response
 from proxy.schema import validate
 
@@ -47,7 +48,12 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
         raise InvalidRequest("`provider` must be a string.", param="provider")
     model = body["model"]
     route = gateway.router.resolve(model, headers.get("X-Provider") or body_provider)
-    changed = raw is None or body_provider is not None or route.model != model
+    principal = g.principal
+    access.authorize(principal, model, route.provider.name, route.model)
+    gateway.budgets.check(principal)
+    prompted = access.add_system_prompt(
+        body, principal.system_prompt or gateway.config.default_system_prompt)
+    changed = raw is None or prompted or body_provider is not None or route.model != model
     body["model"] = route.model
     stream = bool(body.get("stream"))
     record = g.record
@@ -57,6 +63,7 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
                 client_headers=headers, capture=record.pieces)
     record.provider, record.model, record.model_requested = route.provider.name, route.model, model
     record.session_id, record.messages = call.session_id, body["messages"]
+    record.session_turn = session_id is not None  # a turn the gateway built from stored history
     if raw is not None:
         debug_body("request body", g.request_id, raw, gateway.secrets)
     return reply_response(route.provider.execute(call), call, record, gateway.cost_of)

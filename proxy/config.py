@@ -29,6 +29,9 @@ class Config:
     log_retention_days: float | None = None
     log_max_rows: int | None = None
     pricing: Mapping[str, Mapping] = field(default_factory=dict)
+    master_key: str | None = field(default=None, repr=False)
+    monthly_cost_limit: float | None = None
+    default_system_prompt: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -52,10 +55,14 @@ class Config:
             log_retention_days=float(env["LOG_RETENTION_DAYS"]) if env.get("LOG_RETENTION_DAYS") else None,
             log_max_rows=int(env["LOG_MAX_ROWS"]) if env.get("LOG_MAX_ROWS") else None,
             pricing=MappingProxyType(dict(file.get("pricing", {}))),
+            master_key=env.get("GATEWAY_MASTER_KEY") or None,
+            monthly_cost_limit=float(env["MONTHLY_COST_LIMIT"]) if env.get("MONTHLY_COST_LIMIT") else None,
+            default_system_prompt=env.get("DEFAULT_SYSTEM_PROMPT") or None,
         )
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(p.api_key for p in self.providers.values() if p.api_key)
+        keys = [p.api_key for p in self.providers.values() if p.api_key]
+        return tuple(keys + ([self.master_key] if self.master_key else []))
 
 
 def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:

@@ -120,7 +120,7 @@ class ChatRequest(_Open):
     response_format: ResponseFormat | None = None
 
 
-_UNION_TAGS = {"str", "none", "int", "float", "bool"}
+_UNION_TAGS = {"str", "none", "int", "float", "bool", "datetime", "date", "dict", "list"}
 
 
 def _param(loc: tuple) -> str | None:
@@ -135,8 +135,13 @@ def _param(loc: tuple) -> str | None:
 
 
 def validate(body: dict) -> ChatRequest:
+    return validate_as(ChatRequest, body)
+
+
+def validate_as(model: type[BaseModel], body: dict):
+    """Validate `body` as `model`; the first problem becomes a 400 naming its field."""
     try:
-        return ChatRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         # the deepest error is the most specific one (a union reports every branch)
         first = max(exc.errors(), key=lambda e: len(e["loc"]))

@@ -69,4 +69,23 @@ CREATE TABLE feedback (
 CREATE INDEX feedback_completion ON feedback(completion_row);
 CREATE INDEX feedback_message ON feedback(message_id)
 """),
+    ("0002_api_keys", """
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    key_hint TEXT NOT NULL,
+    models TEXT,
+    providers TEXT,
+    rpm_limit INTEGER,
+    tpm_limit INTEGER,
+    monthly_budget_usd REAL,
+    expires_at REAL,
+    system_prompt TEXT,
+    metadata TEXT,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE INDEX completions_key_month ON completions(api_key_id, created_at)
+"""),
 ]

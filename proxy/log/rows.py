@@ -91,11 +91,12 @@ class RowWriter:
 
     def _append_turn(self, conn, entry, row_id, messages, refs, answer, answer_ref) -> None:
         """Append to the session what it has not stored yet: the request's messages
-        past the common prefix with the stored history, then the answer."""
+        past the common prefix with the stored history (for a turn the gateway built
+        from that history, just its last message), then the answer."""
         stored = [r["content_hash"] for r in conn.execute(
             "SELECT content_hash FROM session_messages WHERE session_id = ? ORDER BY position",
             (entry.session_id,))]
-        common = 0
+        common = len(refs) - 1 if entry.session_turn else 0
         while common < min(len(stored), len(refs)) and stored[common] == refs[common]:
             common += 1
         new = [(m["role"], ref) for m, ref in zip(messages[common:], refs[common:]) if ref]

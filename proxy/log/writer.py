@@ -66,12 +66,13 @@ class LogWriter:
         return self
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait (really, not cooperatively) until everything queued is written."""
+        """Wait until everything queued is written. `time.sleep` is gevent's in a
+        worker, so a view that flushes pauses only its own request."""
         deadline = time.monotonic() + timeout
         while (self._queue or self._pending or self._busy) and time.monotonic() < deadline:
             if self._stopped:
                 break
-            self._sleep(0.01)
+            time.sleep(0.01)
         return not (self._queue or self._pending or self._busy)
 
     def close(self, timeout: float = 10.0) -> bool:

@@ -1,0 +1,27 @@
+"""What a caller may do with one request: allowed models and providers, and
+the system prompt the gateway adds for it."""
+from __future__ import annotations
+
+from proxy.errors import PermissionDenied
+from proxy.policy.keys import Principal
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+def authorize(principal: Principal, requested_model: str, provider: str, model: str) -> None:
+    if principal.models and requested_model not in principal.models and model not in principal.models:
+        raise PermissionDenied(f"This key may not use the model `{requested_model}`. Allowed: "
+                               f"{', '.join(principal.models)}.", param="model",
+                               code="model_not_allowed")
+    if principal.providers and provider not in principal.providers:
+        raise PermissionDenied(f"This key may not use the provider `{provider}`. Allowed: "
+                               f"{', '.join(principal.providers)}.", param="model",
+                               code="provider_not_allowed")
+
+
+def add_system_prompt(body: dict, prompt: str | None) -> bool:
+    """Put `prompt` first when the request has no system message; the client's own wins."""
+    if not prompt or any(m.get("role") in SYSTEM_ROLES for m in body["messages"]):
+        return False
+    body["messages"].insert(0, {"role": "system", "content": prompt})
+    return True

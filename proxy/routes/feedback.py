@@ -1,0 +1,99 @@
+"""POST /v1/feedback: a thumbs up/down, flag, rating or comment on a completion
+(by the chatcmpl id the client received) or on a session message (by its id)."""
+from __future__ import annotations
+
+import time
+from contextlib import closing
+
+from flask import Blueprint, current_app, jsonify, request
+
+from proxy.completion import parse_object
+from proxy.errors import InvalidRequest, NotFound
+from proxy.log import queries
+
+bp = Blueprint("feedback", __name__)
+
+MAX_COMMENT = 10_000
+# the row may still be queued in a writer (this worker's is flushed first; another
+# worker's writes within ~50 ms): look again for a short while before a 404
+RETRY_SECONDS = 2.0
+RETRY_STEP = 0.1
+
+
+def feedback_object(row) -> dict:
+    return {"id": row["id"], "object": "feedback", "completion_id": row["completion_id"],
+            "request_id": row["request_id"], "message_id": row["message_id"],
+            "session_id": row["session_id"], "feedback_type": row["feedback_type"],
+            "rating": row["rating"], "comment": row["comment"], "created_at": int(row["created_at"])}
+
+
+@bp.post("/feedback")
+def create_feedback():
+    body = parse_object(request.get_data(cache=False))
+    kind, key = _target(body)
+    fields = _fields(body)
+    gateway = current_app.extensions["switchboard"]
+    with closing(gateway.recorder.connection()) as conn:
+        found = _lookup(gateway, conn, kind, key)
+        if found is None:
+            raise NotFound(f"No {'completion' if kind == 'completion_id' else 'message'} "
+                           f"with {kind} '{key}'.", param=kind)
+        if kind == "completion_id":
+            links = {"completion_row": found["id"], "message_id": None}
+        else:  # an answer's feedback also counts for its completion (usage by model, ...)
+            links = {"message_id": found["id"],
+                     "completion_row": found["completion_row"] if found["role"] == "assistant" else None}
+        row = queries.add_feedback(conn, **links, **fields)
+    return jsonify(feedback_object(row)), 201
+
+
+def _target(body: dict) -> tuple[str, str | int]:
+    completion_id, message_id = body.get("completion_id"), body.get("message_id")
+    if completion_id is not None and message_id is not None:
+        raise InvalidRequest("Send either `completion_id` or `message_id`, not both.",
+                             param="message_id")
+    if completion_id is not None:
+        if not isinstance(completion_id, str) or not completion_id:
+            raise InvalidRequest("`completion_id` must be a non-empty string.", param="completion_id",
+                                 code="invalid_value")
+        return "completion_id", completion_id
+    if message_id is None:
+        raise InvalidRequest("Missing required parameter: 'completion_id' or 'message_id'.",
+                             param="completion_id", code="missing_required_parameter")
+    if isinstance(message_id, str) and message_id.isdigit():
+        message_id = int(message_id)
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 1:
+        raise InvalidRequest("`message_id` must be a message id (a positive integer).",
+                             param="message_id", code="invalid_value")
+    return "message_id", message_id
+
+
+def _fields(body: dict) -> dict:
+    kind, rating, comment = body.get("feedback_type"), body.get("rating"), body.get("comment")
+    if kind is None and rating is None:
+        raise InvalidRequest("Send `feedback_type` or `rating` (or both).", param="feedback_type",
+                             code="missing_required_parameter")
+    if kind is not None and kind not in queries.FEEDBACK_TYPES:
+        raise InvalidRequest(f"`feedback_type` must be one of {', '.join(queries.FEEDBACK_TYPES)}.",
+                             param="feedback_type", code="invalid_value")
+    if rating is not None and (not isinstance(rating, int) or isinstance(rating, bool)
+                               or not 1 <= rating <= 5):
+        raise InvalidRequest("`rating` must be an integer from 1 to 5.", param="rating",
+                             code="invalid_value")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
+        raise InvalidRequest(f"`comment` must be a string of at most {MAX_COMMENT} characters.",
+                             param="comment", code="invalid_value")
+    return {"feedback_type": kind, "rating": rating, "comment": comment}
+
+
+def _lookup(gateway, conn, kind: str, key):
+    find = queries.find_completion if kind == "completion_id" else queries.find_message
+    found = find(conn, key)
+    if found is None:
+        gateway.recorder.flush(RETRY_SECONDS)
+        found = find(conn, key)
+    deadline = time.monotonic() + RETRY_SECONDS
+    while found is None and time.monotonic() < deadline:
+        time.sleep(RETRY_STEP)  # gevent's sleep under the gevent worker: other requests go on
+        found = find(conn, key)
+    return found

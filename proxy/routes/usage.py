@@ -1,0 +1,80 @@
+"""GET /v1/usage?from=&to=&group_by=: requests, errors, tokens, cost, latency
+percentiles (nearest-rank, over successful requests) and feedback, per group
+and in total, for completions created in [from, to)."""
+from __future__ import annotations
+
+import math
+import re
+import time
+from contextlib import closing
+from datetime import datetime, timezone
+
+from flask import Blueprint, current_app, jsonify, request
+
+from proxy.errors import InvalidRequest
+from proxy.log import queries
+
+bp = Blueprint("usage", __name__)
+
+DEFAULT_DAYS = 30
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@bp.get("/usage")
+def usage():
+    group_by = request.args.get("group_by") or "day"
+    if group_by not in queries.GROUPS:
+        raise InvalidRequest(f"`group_by` must be one of {', '.join(queries.GROUPS)}.",
+                             param="group_by", code="invalid_value")
+    end = _time_arg("to", end=True)
+    end = time.time() if end is None else end
+    start = _time_arg("from", end=False)
+    start = end - DEFAULT_DAYS * 86400 if start is None else start
+    if start >= end:
+        raise InvalidRequest("`from` must be before `to`.", param="from", code="invalid_value")
+    with closing(current_app.extensions["switchboard"].recorder.connection()) as conn:
+        data, totals = queries.usage_report(conn, group_by, start, end)
+    data.sort(key=_order(group_by))
+    return jsonify({"object": "usage", "from": _iso(start), "to": _iso(end), "group_by": group_by,
+                    "percentiles": "nearest-rank", "data": data, "totals": totals})
+
+
+def parse_time(text: str, *, end: bool) -> float:
+    """Unix seconds, an ISO date (UTC midnight; as `to`, the end of that day) or
+    an ISO datetime (UTC unless it says otherwise)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp() + (86400 if end and _DATE.fullmatch(text) else 0)
+
+
+def _time_arg(name: str, *, end: bool) -> float | None:
+    text = request.args.get(name)
+    if not text:
+        return None
+    try:
+        return parse_time(text, end=end)
+    except ValueError:
+        raise InvalidRequest(f"`{name}` must be an ISO 8601 date or datetime, or unix seconds.",
+                             param=name, code="invalid_value") from None
+
+
+def _iso(ts: float) -> str:
+    moment = datetime.fromtimestamp(ts, timezone.utc)
+    return moment.isoformat(timespec="milliseconds" if ts % 1 else "seconds").replace("+00:00", "Z")
+
+
+def _order(group_by: str):
+    """Days in order; other groups busiest first."""
+    if group_by == "day":
+        return lambda item: item["group"] or ""
+    return lambda item: (-item["requests"], item["group"] is None, str(item["group"]))
