@@ -349,7 +349,7 @@ class AnthropicProvider(CompletionProvider):
         body, json_tool = build_request(call.body, call.model, call.stream,
                                         self.default_max_tokens)
         resp = self.http.request("POST", self.url, headers=dict(self.headers),
-                                 body=orjson.dumps(body), provider=self.name)
+                                 body=orjson.dumps(body), provider=self.name, timeouts=self.timeouts)
         if resp.status >= 400:
             keep = {k: v for k, v in forwarded(resp.headers()).items() if k == "retry-after"}
             raise upstream_error(resp.status, resp.read(), self.secrets(), keep)

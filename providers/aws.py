@@ -31,8 +31,8 @@ def make_client(service: str, options, http):
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
     config = Config(
-        connect_timeout=getattr(http, "connect_timeout", 10.0),
-        read_timeout=getattr(http, "read_timeout", 600.0),
+        connect_timeout=float(options.get("connect_timeout") or getattr(http, "connect_timeout", 10.0)),
+        read_timeout=float(options.get("idle_timeout") or getattr(http, "read_timeout", 600.0)),
         retries={"total_max_attempts": 1, "mode": "standard"},  # the gateway owns retries
         max_pool_connections=POOL_CONNECTIONS, tcp_keepalive=True,
         user_agent_extra="switchboard")

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator, Mapping, Union
 
+from proxy.upstream import Timeouts
+
 
 # ---- events a translating provider yields ---------------------------------
 
@@ -156,6 +158,9 @@ class CompletionProvider:
     def __init__(self, spec: ProviderSpec, http):
         self.spec = spec
         self.http = http
+        self.timeouts = Timeouts.from_options(spec.options, http.timeouts) if http else None
+        #: how often a retryable failure is tried again on this provider (config `retries`)
+        self.retries = int(spec.options.get("retries", 1) or 0)
 
     @property
     def name(self) -> str:

@@ -50,7 +50,7 @@ class OpenAICompatible(CompletionProvider):
     def execute(self, call: Call) -> Relay:
         hidden_usage = stream_usage.ask_upstream(call)
         resp = self.http.request("POST", self.url(call), headers=self.request_headers(),
-                                 body=call.body_bytes(), provider=self.name)
+                                 body=call.body_bytes(), provider=self.name, timeouts=self.timeouts)
         if resp.status >= 400:
             raise self.error(resp.status, resp.read(), resp.headers())
         content_type = resp.header("content-type", "application/json")

@@ -12,6 +12,7 @@ from proxy import metrics
 from proxy.access_log import debug_body
 from proxy.errors import InvalidRequest
 from proxy.policy import access
+from proxy.routing import attempts
 from proxy.respond import reply_response
 from proxy.schema import validate
 
@@ -47,23 +48,26 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
     if body_provider is not None and not isinstance(body_provider, str):
         raise InvalidRequest("`provider` must be a string.", param="provider")
     model = body["model"]
-    route = gateway.router.resolve(model, headers.get("X-Provider") or body_provider)
     principal = g.principal
-    access.authorize(principal, model, route.provider.name, route.model)
+    routes = access.permitted(principal, model, gateway.router.plan(
+        model, headers.get("X-Provider") or body_provider))
     gateway.budgets.check(principal)
     prompted = access.add_system_prompt(
         body, principal.system_prompt or gateway.config.default_system_prompt)
-    changed = raw is None or prompted or body_provider is not None or route.model != model
-    body["model"] = route.model
+    changed = raw is None or prompted or body_provider is not None
     stream = bool(body.get("stream"))
     record = g.record
-    call = Call(body=body, raw=None if changed else raw, model=route.model, stream=stream,
+    call = Call(body=body, raw=None if changed else raw, model=model, stream=stream,
                 include_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
                 request_id=g.request_id, session_id=session_id or headers.get("X-Session-Id"),
                 client_headers=headers, capture=record.pieces)
-    record.provider, record.model, record.model_requested = route.provider.name, route.model, model
+    record.model_requested, record.stream = model, stream
     record.session_id, record.messages = call.session_id, body["messages"]
     record.session_turn = session_id is not None  # a turn the gateway built from stored history
     if raw is not None:
         debug_body("request body", g.request_id, raw, gateway.secrets)
-    return reply_response(route.provider.execute(call), call, record, gateway.cost_of)
+    reply, route = attempts.run(gateway, routes, call, record)
+    response = reply_response(reply, call, record, gateway.cost_of)
+    response.headers["x-gateway-provider"] = route.provider.name
+    response.headers["x-gateway-model"] = route.model
+    return response

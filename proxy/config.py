@@ -16,8 +16,8 @@ from providers.base import Preset, ProviderSpec
 class Config:
     default_provider: str = "echo"
     providers: Mapping[str, ProviderSpec] = field(default_factory=dict)
-    #: public model name -> (provider name, upstream model id)
-    models: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    #: public model name -> where it is served (deployments) and what to try next
+    models: Mapping[str, "ModelEntry"] = field(default_factory=dict)
     max_body_bytes: int = 20 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
@@ -65,6 +65,10 @@ class Config:
         return tuple(keys + ([self.master_key] if self.master_key else []))
 
 
+# per-provider retry and timeout settings a config-file table may carry
+_POLICY_KEYS = ("retries", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout")
+
+
 def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -90,6 +94,7 @@ def _from_preset(type_name: str, preset: Preset, env: Mapping, table: Mapping) -
         missing = tuple(v for v in missing if v != preset.key_env)
     options = {opt: env.get(var, default) for opt, (var, default) in preset.options_env.items()}
     options.update(table.get("options", {}))
+    options.update({k: table[k] for k in _POLICY_KEYS if k in table})
     return ProviderSpec(
         name=preset.name, type=type_name, base_url=base_url,
         api_key=env.get(key_env) if key_env else None,
@@ -128,18 +133,41 @@ def _providers(env: Mapping, tables: Mapping) -> dict[str, ProviderSpec]:
     return specs
 
 
+@dataclass(frozen=True)
+class Target:
+    provider: str
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A public model name: one or more deployments (load-balanced by weight)
+    and, on retryable failures, fallbacks (`provider/model` or model names)."""
+    targets: tuple[Target, ...]
+    fallbacks: tuple[str, ...] = ()
+
+
+def _entry(name: str, entry) -> ModelEntry:
+    if isinstance(entry, str):
+        return ModelEntry((Target(entry, name),))
+    deployments = entry.get("deployments") or [entry]
+    targets = tuple(Target(d["provider"], d.get("model", name), float(d.get("weight", 1)))
+                    for d in deployments)
+    if any(t.weight <= 0 for t in targets):
+        raise ValueError(f"model {name!r} in GATEWAY_CONFIG: weights must be positive")
+    return ModelEntry(targets, tuple(entry.get("fallbacks", ())))
+
+
 def _model_table(providers: Mapping[str, ProviderSpec], table: Mapping) -> dict:
-    models: dict[str, tuple[str, str]] = {}
+    models: dict[str, ModelEntry] = {}
     for spec in providers.values():
         if not spec.available:
             continue
         for model in spec.models:
-            models.setdefault(model, (spec.name, model))
+            models.setdefault(model, ModelEntry((Target(spec.name, model),)))
         for alias, target in spec.aliases.items():
-            models.setdefault(alias, (spec.name, target))
+            models.setdefault(alias, ModelEntry((Target(spec.name, target),)))
     for name, entry in table.items():
-        if isinstance(entry, str):
-            models[name] = (entry, name)
-        else:
-            models[name] = (entry["provider"], entry.get("model", name))
+        models[name] = _entry(name, entry)
     return models

@@ -8,8 +8,10 @@ stream is being read.
 from __future__ import annotations
 
 import socket
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Mapping
 from urllib.parse import urlsplit
 
 from geventhttpclient import HTTPClient
@@ -18,6 +20,25 @@ from geventhttpclient.response import HTTPParseError
 from proxy.errors import UpstreamError, UpstreamTimeout
 
 POOL_SIZE = 512
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `first_byte` bounds the wait for the response head, `idle` every
+    wait after it (between stream chunks), `total` the whole body (checked as
+    chunks arrive; a silent upstream is cut by `idle`)."""
+    connect: float = 10.0
+    first_byte: float = 600.0
+    idle: float = 600.0
+    total: float | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping, default: "Timeouts") -> "Timeouts":
+        def pick(name, fallback):
+            value = options.get(f"{name}_timeout")
+            return float(value) if value not in (None, "") else fallback
+        return cls(pick("connect", default.connect), pick("first_byte", default.first_byte),
+                   pick("idle", default.idle), pick("total", default.total))
 
 
 @contextmanager
@@ -33,10 +54,15 @@ def transport_errors(provider: str):
 class UpstreamResponse:
     """A response whose body is read whole (`read`) or event by event (`events`)."""
 
-    def __init__(self, raw, provider: str):
+    def __init__(self, raw, provider: str, timeouts: Timeouts | None = None, started: float = 0.0):
         self._raw = raw
         self.provider = provider
         self.status = raw.status_code
+        self._deadline = started + timeouts.total if timeouts and timeouts.total else None
+        self._sock = getattr(raw, "_sock", None)
+        self._first_byte = timeouts.first_byte if timeouts else None
+        if timeouts is not None and self._sock is not None and timeouts.idle != timeouts.first_byte:
+            self._sock.settimeout(timeouts.idle)  # the head has arrived: now the idle limit
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self._raw.get(name, default)
@@ -66,6 +92,8 @@ class UpstreamResponse:
                     break
                 block.append(line)
                 if line == b"\n" or line == b"\r\n":
+                    if self._deadline is not None and time.monotonic() > self._deadline:
+                        raise UpstreamTimeout(f"{self.provider} exceeded its total time limit")
                     yield b"".join(block)
                     block = []
         if block:
@@ -75,6 +103,8 @@ class UpstreamResponse:
         """Give a finished connection back to the pool; close an unfinished one at once."""
         raw = self._raw
         if raw.message_complete:
+            if self._sock is not None and self._first_byte is not None:
+                self._sock.settimeout(self._first_byte)  # back in the pool: the next head's limit
             raw.release()
             return
         pool, sock = getattr(raw, "_pool", None), getattr(raw, "_sock", None)
@@ -89,30 +119,32 @@ class HttpPool:
     def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 600.0):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.timeouts = Timeouts(connect_timeout, read_timeout, read_timeout)
         self._clients: dict[tuple, HTTPClient] = {}
 
-    def _client(self, scheme: str, host: str, port: int | None, read_timeout: float) -> HTTPClient:
-        key = (scheme, host, port, read_timeout)
+    def _client(self, scheme: str, host: str, port: int | None, timeouts: Timeouts) -> HTTPClient:
+        key = (scheme, host, port, timeouts.connect, timeouts.first_byte)
         client = self._clients.get(key)
         if client is None:
             client = HTTPClient(host, port, ssl=scheme == "https", concurrency=POOL_SIZE,
-                                connection_timeout=self.connect_timeout,
-                                network_timeout=read_timeout,
+                                connection_timeout=timeouts.connect,
+                                network_timeout=timeouts.first_byte,
                                 headers={"Accept-Encoding": "identity"})
             self._clients[key] = client
         return client
 
     def request(self, method: str, url: str, *, headers: dict, body: bytes = b"",
-                provider: str = "upstream", read_timeout: float | None = None) -> UpstreamResponse:
+                provider: str = "upstream", timeouts: Timeouts | None = None) -> UpstreamResponse:
+        timeouts = timeouts or self.timeouts
         parts = urlsplit(url)
-        client = self._client(parts.scheme, parts.hostname, parts.port,
-                              read_timeout or self.read_timeout)
+        client = self._client(parts.scheme, parts.hostname, parts.port, timeouts)
         path = parts.path or "/"
         if parts.query:
             path = f"{path}?{parts.query}"
+        started = time.monotonic()
         with transport_errors(provider):
             raw = client.request(method, path, body=body, headers=headers)
-        return UpstreamResponse(raw, provider)
+        return UpstreamResponse(raw, provider, timeouts, started)
 
     def close(self) -> None:
         for client in self._clients.values():

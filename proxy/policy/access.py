@@ -19,6 +19,23 @@ def authorize(principal: Principal, requested_model: str, provider: str, model: 
                                code="provider_not_allowed")
 
 
+def permitted(principal: Principal, requested_model: str, routes: list) -> list:
+    """The routes this caller may use (403 when there are none)."""
+    allowed = [r for r in routes if _allows(principal, requested_model, r)]
+    if not allowed:
+        first = routes[0]
+        authorize(principal, requested_model, first.provider.name, first.model)
+    return allowed
+
+
+def _allows(principal: Principal, requested_model: str, route) -> bool:
+    try:
+        authorize(principal, requested_model, route.provider.name, route.model)
+    except PermissionDenied:
+        return False
+    return True
+
+
 def add_system_prompt(body: dict, prompt: str | None) -> bool:
     """Put `prompt` first when the request has no system message; the client's own wins."""
     if not prompt or any(m.get("role") in SYSTEM_ROLES for m in body["messages"]):

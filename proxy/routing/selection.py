@@ -1,13 +1,19 @@
 """Provider selection, first rule that applies:
 X-Provider header, body `provider`, `name/model` prefix naming an available
-provider, the config file's model table, PROVIDER_NAME."""
+provider, the config file's model table, PROVIDER_NAME.
+
+`plan()` turns that choice into the ordered list of routes to try: one of the
+model's deployments picked by weight (cooled-down providers skipped), the other
+deployments, then the model's fallbacks."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Mapping
 
 from providers.base import CompletionProvider
 from proxy.errors import ModelNotFound
+from proxy.routing.breaker import Breaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,11 +23,13 @@ class Route:
 
 
 class Router:
-    def __init__(self, providers: Mapping[str, CompletionProvider],
-                 models: Mapping[str, tuple[str, str]], default: str):
+    def __init__(self, providers: Mapping[str, CompletionProvider], models: Mapping,
+                 default: str, breaker: Breaker | None = None, rng: random.Random | None = None):
         self.providers = providers
         self.models = models
         self.default = default
+        self.breaker = breaker or Breaker()
+        self.rng = rng or random.Random()
 
     def available(self) -> list[str]:
         return [name for name, p in self.providers.items() if p.spec.available]
@@ -38,11 +46,26 @@ class Router:
         return provider
 
     def resolve(self, model: str, explicit: str | None = None) -> Route:
+        """The first route of the plan."""
+        return self.plan(model, explicit)[0]
+
+    def plan(self, model: str, explicit: str | None = None) -> list[Route]:
         if explicit:
             provider = self._provider(explicit)
-            model = model.removeprefix(f"{explicit}/")
-        else:
-            provider, model = self._implicit(model)
+            return [self._checked(provider, model.removeprefix(f"{explicit}/"))]
+        prefix, sep, rest = model.partition("/")
+        candidate = self.providers.get(prefix) if sep and rest else None
+        if candidate is not None and candidate.spec.available:
+            return [self._checked(candidate, rest)]
+        entry = self.models.get(model)
+        if entry is None:
+            return [self._checked(self._provider(self.default), model)]
+        routes = [self._checked(self._provider(t.provider), t.model) for t in self._by_weight(entry)]
+        for fallback in entry.fallbacks:
+            routes.extend(r for r in self.plan(fallback) if r not in routes)
+        return self._healthy_first(routes)
+
+    def _checked(self, provider: CompletionProvider, model: str) -> Route:
         model = provider.spec.aliases.get(model, model)
         if not provider.accepts(model):
             raise ModelNotFound(
@@ -50,13 +73,15 @@ class Router:
                 f"{', '.join(provider.known_models())}.", param="model")
         return Route(provider, model)
 
-    def _implicit(self, model: str) -> tuple[CompletionProvider, str]:
-        prefix, sep, rest = model.partition("/")
-        if sep and rest:
-            candidate = self.providers.get(prefix)
-            if candidate is not None and candidate.spec.available:
-                return candidate, rest
-        entry = self.models.get(model)
-        if entry is not None:
-            return self._provider(entry[0]), entry[1]
-        return self._provider(self.default), model
+    def _by_weight(self, entry) -> list:
+        """Deployments in a weighted random order: the first is picked by weight."""
+        pool, ordered = list(entry.targets), []
+        while pool:
+            pick = self.rng.choices(pool, weights=[t.weight for t in pool])[0]
+            pool.remove(pick)
+            ordered.append(pick)
+        return ordered
+
+    def _healthy_first(self, routes: list[Route]) -> list[Route]:
+        healthy = [r for r in routes if not self.breaker.cooled_down(r.provider.name)]
+        return healthy + [r for r in routes if r not in healthy] if healthy else routes

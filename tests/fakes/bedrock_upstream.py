@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote
@@ -40,6 +41,9 @@ STREAM = {"Content-Type": "application/vnd.amazon.eventstream",
           "x-amzn-RequestId": "5f1c3a4e-0000-4000-8000-fakebedrock01"}
 JSON = {"Content-Type": "application/json",
         "x-amzn-RequestId": "5f1c3a4e-0000-4000-8000-fakebedrock02"}
+# how many slow (`delay`/`hang`) calls were in flight at once: proves concurrency without timing
+IN_FLIGHT = {"now": 0, "max": 0}
+IN_FLIGHT_LOCK = threading.Lock()
 CODE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 
 ERRORS = {  # model id -> (status, x-amzn-ErrorType, message)
@@ -228,7 +232,12 @@ def handle(req: Request) -> Reply:
     if model in ERRORS:
         return error_reply(*ERRORS[model])
     if model in ("hang", "delay"):
+        with IN_FLIGHT_LOCK:
+            IN_FLIGHT["now"] += 1
+            IN_FLIGHT["max"] = max(IN_FLIGHT["max"], IN_FLIGHT["now"])
         time.sleep(4 if model == "hang" else 1)
+        with IN_FLIGHT_LOCK:
+            IN_FLIGHT["now"] -= 1
     body = req.json()
     if operation == "converse":
         return Reply(200, JSON, converse(model, body))

@@ -1,0 +1,118 @@
+"""Retries and fallbacks, only while nothing has been sent to the client.
+
+Each route of the plan is tried; a retryable failure (connect error, timeout,
+429, 5xx) is retried on the same route with exponential backoff and jitter
+(honouring Retry-After), up to the provider's `retries`, then the next route is
+tried. A context-window error moves straight to the next route. The first
+chunk or event is pulled inside the attempt, so a failure before the first
+byte is still retryable. Every failed attempt is logged as its own row."""
+from __future__ import annotations
+
+import random
+import time
+
+from providers.base import Relay
+from proxy.errors import GatewayError
+from proxy.log.entry import Entry
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+NEXT_ROUTE_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+BASE_DELAY, MAX_DELAY = 0.2, 4.0
+
+
+class Primed:
+    """An iterator whose first item was already pulled; closing it closes the source."""
+
+    def __init__(self, first, rest):
+        self._first, self._rest, self._pending = first, rest, True
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._pending:
+            self._pending = False
+            return self._first
+        return next(self._rest)
+
+    def close(self):
+        close = getattr(self._rest, "close", None)
+        if close:
+            close()
+
+
+def prime(reply):
+    """Pull the first chunk (relay) or event now; an empty source stays empty."""
+    source = reply.chunks if isinstance(reply, Relay) else reply
+    source = iter(source)
+    try:
+        first = next(source)
+    except StopIteration:
+        return reply
+    except BaseException:
+        (reply.close if isinstance(reply, Relay) else getattr(source, "close", lambda: None))()
+        raise
+    primed = Primed(first, source)
+    if isinstance(reply, Relay):
+        reply.chunks = primed
+        return reply
+    return primed
+
+
+def retryable(error: GatewayError) -> bool:
+    return error.status in RETRYABLE_STATUS
+
+
+def delay(attempt: int, error: GatewayError, rng=random.random) -> float | None:
+    """Seconds to wait before trying the same route again; None: move on instead."""
+    retry_after = error.headers.get("retry-after")
+    if retry_after:
+        try:
+            wait = float(retry_after)
+        except ValueError:
+            wait = MAX_DELAY + 1
+        return wait if wait <= MAX_DELAY else None  # a long wait: better try the next route
+    return min(MAX_DELAY, BASE_DELAY * 2 ** attempt) * (0.5 + rng() / 2)
+
+
+def target(call, record, route) -> None:
+    if call.body["model"] != route.model:
+        call.body["model"] = route.model
+        call.raw = None
+    call.model = route.model
+    record.provider, record.model = route.provider.name, route.model
+
+
+def run(gateway, routes, call, record):
+    """(primed reply, the route that served it), or the last error."""
+    breaker, failures = gateway.router.breaker, []
+    for route in routes:
+        for attempt in range(route.provider.retries + 1):
+            target(call, record, route)
+            if failures:  # the failure before this try gets its own row; the last is the request's
+                _log_attempt(gateway, record, *failures[-1], len(failures))
+            try:
+                reply = prime(route.provider.execute(call))
+            except GatewayError as exc:
+                failures.append((route, exc))
+                if exc.code in NEXT_ROUTE_CODES:
+                    break
+                if not retryable(exc):
+                    raise
+                breaker.failure(route.provider.name)
+                wait = delay(attempt, exc)
+                if wait is None or attempt == route.provider.retries:
+                    break
+                time.sleep(wait)
+            else:
+                breaker.success(route.provider.name)
+                return reply, route
+    raise failures[-1][1]
+
+
+def _log_attempt(gateway, record, route, error: GatewayError, n: int) -> None:
+    gateway.recorder.record(Entry(
+        request_id=f"{record.request_id}.{n}", created_at=time.time(), status=error.status,
+        provider=route.provider.name, model_requested=record.model_requested,
+        model_upstream=route.model, session_id=None, api_key_id=record.api_key_id,
+        error_type=error.code or error.type, streamed=record.stream, messages=None))
