@@ -43,7 +43,8 @@ class RequestLog:
     """Timings and outcome of one request, written once when the response closes."""
     __slots__ = ("request_id", "path", "created_at", "start", "ttfb", "provider", "model",
                  "model_requested", "status", "stream", "error", "session_id", "api_key_id",
-                 "messages", "pieces", "disconnected", "sink", "session_turn", "_done")
+                 "messages", "pieces", "disconnected", "sink", "session_turn", "on_finish",
+                 "_done")
 
     def __init__(self, request_id: str, path: str):
         self.request_id = request_id
@@ -54,6 +55,7 @@ class RequestLog:
         self.provider = self.model = self.model_requested = self.error = None
         self.session_id = self.api_key_id = self.messages = None
         self.session_turn = False
+        self.on_finish: list = []  # called with this record once the response is closed
         self.status = 200
         self.stream = self.disconnected = False
         self.pieces: list[bytes] = []
@@ -80,6 +82,11 @@ class RequestLog:
         access.info("request", extra={"fields": fields})
         if self.sink is not None:
             self.sink(self._entry(latency, ttfb))
+        for hook in self.on_finish:
+            try:
+                hook(self)
+            except Exception:  # a hook must not break the response's close
+                logging.getLogger("switchboard.app").exception("finish hook failed")
 
     def _entry(self, latency: float, ttfb: float) -> Entry:
         return Entry(request_id=self.request_id, created_at=self.created_at, status=self.status,

@@ -17,7 +17,9 @@ from proxy.log.pricing import Pricing
 from proxy.log.recorder import Recorder
 from proxy.log.retention import Retention
 from proxy.policy.budget import Budgets
+from proxy.policy.gate import RateGate
 from proxy.policy.keys import MASTER, KeyStore
+from proxy.policy.ratelimit import make_limiter, parse_rate
 from proxy.respond import error_response
 from proxy.routes import (catalog, chain, chat, compare, feedback, health, keys, sessions,
                           usage)
@@ -52,6 +54,8 @@ class Gateway:
         self.metrics.start()
         self.keys = KeyStore(self.recorder.connection, config.master_key)
         self.budgets = Budgets(self.keys.connection, config.monthly_cost_limit)
+        self.rate_gate = RateGate(make_limiter(self.recorder.path, config.redis_url),
+                                  parse_rate(config.rate_limit))
 
     def cost_of(self, model: str | None, usage: dict | None) -> float | None:
         return usage_cost(self.pricing, model, usage)

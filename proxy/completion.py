@@ -66,8 +66,10 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
     record.session_turn = session_id is not None  # a turn the gateway built from stored history
     if raw is not None:
         debug_body("request body", g.request_id, raw, gateway.secrets)
+    limit_headers = gateway.rate_gate.admit(principal, call, record)
     reply, route = attempts.run(gateway, routes, call, record)
     response = reply_response(reply, call, record, gateway.cost_of)
+    response.headers.update(limit_headers)
     response.headers["x-gateway-provider"] = route.provider.name
     response.headers["x-gateway-model"] = route.model
     return response

@@ -32,6 +32,8 @@ class Config:
     master_key: str | None = field(default=None, repr=False)
     monthly_cost_limit: float | None = None
     default_system_prompt: str | None = None
+    rate_limit: str = ""  # RATE_LIMIT, e.g. "60rpm,100000tpm"
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -58,6 +60,8 @@ class Config:
             master_key=env.get("GATEWAY_MASTER_KEY") or None,
             monthly_cost_limit=float(env["MONTHLY_COST_LIMIT"]) if env.get("MONTHLY_COST_LIMIT") else None,
             default_system_prompt=env.get("DEFAULT_SYSTEM_PROMPT") or None,
+            rate_limit=env.get("RATE_LIMIT", ""),
+            redis_url=env.get("REDIS_URL") or None,
         )
 
     def secrets(self) -> tuple[str, ...]:

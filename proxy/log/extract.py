@@ -94,3 +94,13 @@ def _merge_call(calls: dict, delta: dict) -> None:
 
 def summarise(pieces: list[bytes], streamed: bool) -> Summary:
     return from_stream(pieces) if streamed else from_json(b"".join(pieces))
+
+
+def usage_of(pieces: list[bytes], streamed: bool) -> dict | None:
+    """Just the usage object, cheaply: for a stream only the one chunk that carries it."""
+    if not streamed:
+        return from_json(b"".join(pieces)).usage
+    for piece in reversed(pieces):
+        if b'"usage":{' in piece:
+            return from_stream([piece]).usage
+    return None
