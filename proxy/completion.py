@@ -50,7 +50,8 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
     model = body["model"]
     principal = g.principal
     routes = access.permitted(principal, model, gateway.router.plan(
-        model, headers.get("X-Provider") or body_provider))
+        model, headers.get("X-Provider") or body_provider, body=body,
+        raw_size=len(raw) if raw is not None else 0, hint=headers.get("x-gateway-route")))
     gateway.budgets.check(principal)
     prompted = access.add_system_prompt(
         body, principal.system_prompt or gateway.config.default_system_prompt)

@@ -24,12 +24,14 @@ class Route:
 
 class Router:
     def __init__(self, providers: Mapping[str, CompletionProvider], models: Mapping,
-                 default: str, breaker: Breaker | None = None, rng: random.Random | None = None):
+                 default: str, breaker: Breaker | None = None, rng: random.Random | None = None,
+                 auto=None):
         self.providers = providers
         self.models = models
         self.default = default
         self.breaker = breaker or Breaker()
         self.rng = rng or random.Random()
+        self.auto = auto  # routing.auto.AutoRouter for `model: "auto"`
 
     def available(self) -> list[str]:
         return [name for name, p in self.providers.items() if p.spec.available]
@@ -49,7 +51,12 @@ class Router:
         """The first route of the plan."""
         return self.plan(model, explicit)[0]
 
-    def plan(self, model: str, explicit: str | None = None) -> list[Route]:
+    def plan(self, model: str, explicit: str | None = None, *, body: dict | None = None,
+             raw_size: int = 0, hint: str | None = None) -> list[Route]:
+        if model == "auto" and not explicit and self.auto is not None and body is not None \
+                and "auto" not in self.models:
+            return [self._checked(self._provider(p), m)
+                    for p, m in self.auto.choose(body, raw_size, hint)]
         if explicit:
             provider = self._provider(explicit)
             return [self._checked(provider, model.removeprefix(f"{explicit}/"))]
