@@ -69,21 +69,33 @@ class Feed:
             _apply(rows.popleft())
 
 
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels):
+    """`metric.labels(*labels)`, cached: label lookups cost more than the update."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def _apply(row: Written) -> None:
     labels = (row.provider, row.model)
-    REQUESTS.labels(*labels, str(row.status)).inc()
+    _child(REQUESTS, *labels, str(row.status)).inc()
     if row.latency_s is not None:
-        DURATION.labels(*labels, row.error_type or "").observe(row.latency_s)
+        _child(DURATION, *labels, row.error_type or "").observe(row.latency_s)
     if row.ttft_s is not None and row.status < 400:
-        TTFT.labels(*labels).observe(row.ttft_s)
+        _child(TTFT, *labels).observe(row.ttft_s)
     for kind, count in row.tokens:
-        TOKENS.labels(*labels, kind).inc(count)
+        _child(TOKENS, *labels, kind).inc(count)
         if kind in ("input", "output"):
-            TOKEN_USAGE.labels(*labels, kind).observe(count)
+            _child(TOKEN_USAGE, *labels, kind).observe(count)
     if row.cost:
-        COST.labels(*labels).inc(row.cost)
+        _child(COST, *labels).inc(row.cost)
     if row.error_type and row.provider != "none":
-        UPSTREAM_ERRORS.labels(row.provider, row.error_type).inc()
+        _child(UPSTREAM_ERRORS, row.provider, row.error_type).inc()
 
 
 def exposition() -> tuple[bytes, str]:
