@@ -12,6 +12,7 @@ from proxy import metrics
 from proxy.access_log import debug_body
 from proxy.errors import InvalidRequest
 from proxy.policy import access
+from proxy.policy.keys import OPEN
 from proxy.routing import attempts
 from proxy.respond import reply_response
 from proxy.schema import validate
@@ -38,17 +39,17 @@ def track(gateway) -> None:
         metrics.IN_FLIGHT.inc()
 
 
-def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
-             session_id: str | None = None) -> Response:
-    """`raw` is the client's own encoding of `body` (forwarded as is when the
+def prepare(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], principal, *,
+            request_id: str, capture: list, session_id: str | None = None):
+    """Validate, plan and admit one chat body: (the Call, the routes to try).
+    `raw` is the client's own encoding of `body` (forwarded as is when the
     gateway changes nothing), or None for a body the gateway built."""
-    track(gateway)
+    principal = principal or OPEN
     validate(body)
     body_provider = body.pop("provider", None)
     if body_provider is not None and not isinstance(body_provider, str):
         raise InvalidRequest("`provider` must be a string.", param="provider")
     model = body["model"]
-    principal = g.principal
     routes = access.permitted(principal, model, gateway.router.plan(
         model, headers.get("X-Provider") or body_provider, body=body,
         raw_size=len(raw) if raw is not None else 0, hint=headers.get("x-gateway-route")))
@@ -57,18 +58,42 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
         body, principal.system_prompt or gateway.config.default_system_prompt)
     changed = raw is None or prompted or body_provider is not None
     stream = bool(body.get("stream"))
-    record = g.record
     call = Call(body=body, raw=None if changed else raw, model=model, stream=stream,
                 include_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
-                request_id=g.request_id, session_id=session_id or headers.get("X-Session-Id"),
-                client_headers=headers, capture=record.pieces)
-    record.model_requested, record.stream = model, stream
+                request_id=request_id, session_id=session_id or headers.get("X-Session-Id"),
+                client_headers=headers, capture=capture)
+    return call, routes
+
+
+class RecordTracker:
+    """attempts.run's view of a request's RequestLog."""
+
+    def __init__(self, gateway, record):
+        self.gateway, self.record = gateway, record
+
+    def routed(self, route) -> None:
+        self.record.provider, self.record.model = route.provider.name, route.model
+
+    def failed(self, route, error, n: int) -> None:
+        r = self.record
+        self.gateway.recorder.record(attempts.attempt_entry(
+            r.request_id, n, route, error, model_requested=r.model_requested,
+            api_key_id=r.api_key_id, streamed=r.stream))
+
+
+def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
+             session_id: str | None = None) -> Response:
+    track(gateway)
+    record = g.record
+    call, routes = prepare(gateway, body, raw, headers, g.principal, request_id=g.request_id,
+                           capture=record.pieces, session_id=session_id)
+    record.model_requested, record.stream = call.model, call.stream
     record.session_id, record.messages = call.session_id, body["messages"]
     record.session_turn = session_id is not None  # a turn the gateway built from stored history
     if raw is not None:
         debug_body("request body", g.request_id, raw, gateway.secrets)
-    limit_headers = gateway.rate_gate.admit(principal, call, record)
-    reply, route = attempts.run(gateway, routes, call, record)
+    limit_headers = gateway.rate_gate.admit(g.principal or OPEN, call, record)
+    reply, route = attempts.run(gateway, routes, call, RecordTracker(gateway, record))
     response = reply_response(reply, call, record, gateway.cost_of)
     response.headers.update(limit_headers)
     response.headers["x-gateway-provider"] = route.provider.name

@@ -24,8 +24,9 @@ from proxy import assemble, errors, metrics
 from proxy.errors import GatewayError, InvalidRequest, UpstreamError
 from proxy.log import extract
 from proxy.log.entry import Entry
-from proxy.policy import access
+from proxy.completion import prepare
 from proxy.policy.access import SYSTEM_ROLES
+from proxy.routing import attempts
 from proxy.schema import validate
 from proxy.sse import DONE, parse_event
 
@@ -137,37 +138,31 @@ class SubCall:
 
     def _open(self, stream: bool):
         body = self.body
-        provider = body.pop("provider", None)
-        if provider is not None and not isinstance(provider, str):
-            raise InvalidRequest("`provider` must be a string.", param="provider")
         if stream:
             body["stream"] = True
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)
-        validate(body)
-        explicit = provider or self.headers.get("X-Provider")
-        route = self.gateway.router.resolve(body["model"], explicit)
-        self.outcome.provider = self.entry.provider = route.provider.name
-        self.entry.model_upstream = body["model"] = route.model
-        self._admit(route)
+        headers = self.headers
+        if body.get("provider") is not None and "X-Provider" in headers:
+            # a provider named for this model beats the request's header
+            headers = {k: v for k, v in headers.items() if k.lower() != "x-provider"}
+        self.call, routes = prepare(self.gateway, body, None, headers, self.principal,
+                                    request_id=self.entry.request_id, capture=self.pieces)
         self.entry.messages = body["messages"]
-        self.call = Call(body=body, raw=None, model=route.model, stream=stream,
-                         include_usage=stream and bool((body.get("stream_options") or {})
-                                                       .get("include_usage")),
-                         request_id=self.entry.request_id, client_headers=self.headers,
-                         capture=self.pieces)
-        return route.provider.execute(self.call)
+        reply, route = attempts.run(self.gateway, routes, self.call, self)
+        return reply
 
-    def _admit(self, route) -> None:
-        """The key policy /v1/chat/completions applies (allowed models, budget, system prompt)."""
-        principal = self.principal
-        if principal is None:
-            return
-        access.authorize(principal, self.outcome.model, route.provider.name, route.model)
-        self.gateway.budgets.check(principal)
-        access.add_system_prompt(self.body, principal.system_prompt
-                                 or self.gateway.config.default_system_prompt)
+    # attempts.run's tracker
+    def routed(self, route) -> None:
+        self.outcome.provider = self.entry.provider = route.provider.name
+        self.entry.model_upstream = route.model
+
+    def failed(self, route, error, n: int) -> None:
+        e = self.entry
+        self.gateway.recorder.record(attempts.attempt_entry(
+            e.request_id, n, route, error, model_requested=e.model_requested,
+            api_key_id=e.api_key_id, streamed=e.streamed))
 
     def _begin(self) -> None:
         self._start = time.perf_counter()

@@ -105,9 +105,10 @@ def test_failing_step_stops_the_chain(gateway):
     assert body["step"] == 1
     assert [s["output"] for s in body["steps"]] == ["go"]
     found = poll_rows(gateway, "SELECT request_id, status FROM completions WHERE request_id LIKE ? "
-                               "ORDER BY request_id", (request_id + "%",), count=2)
+                               "ORDER BY request_id", (request_id + "%",), count=3)
+    # step 1's 500 was retried once, as chat retries: that attempt is `<id>-1.1`
     assert [(r["request_id"], r["status"]) for r in found] == [
-        (f"{request_id}-0", 200), (f"{request_id}-1", 502)]
+        (f"{request_id}-0", 200), (f"{request_id}-1", 502), (f"{request_id}-1.1", 502)]
 
 
 def test_failing_first_step_keeps_its_status_and_headers(gateway):

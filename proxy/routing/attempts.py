@@ -75,22 +75,24 @@ def delay(attempt: int, error: GatewayError, rng=random.random) -> float | None:
     return min(MAX_DELAY, BASE_DELAY * 2 ** attempt) * (0.5 + rng() / 2)
 
 
-def target(call, record, route) -> None:
+def target(call, route) -> None:
     if call.body["model"] != route.model:
         call.body["model"] = route.model
         call.raw = None
     call.model = route.model
-    record.provider, record.model = route.provider.name, route.model
 
 
-def run(gateway, routes, call, record):
-    """(primed reply, the route that served it), or the last error."""
+def run(gateway, routes, call, tracker):
+    """(primed reply, the route that served it), or the last error. `tracker`
+    hears of each route tried (`routed(route)`) and of each failed attempt that is
+    not the request's last word (`failed(route, error, n)`)."""
     breaker, failures = gateway.router.breaker, []
     for route in routes:
         for attempt in range(route.provider.retries + 1):
-            target(call, record, route)
+            target(call, route)
+            tracker.routed(route)
             if failures:  # the failure before this try gets its own row; the last is the request's
-                _log_attempt(gateway, record, *failures[-1], len(failures))
+                tracker.failed(*failures[-1], len(failures))
             try:
                 reply = prime(route.provider.execute(call))
             except GatewayError as exc:
@@ -110,9 +112,10 @@ def run(gateway, routes, call, record):
     raise failures[-1][1]
 
 
-def _log_attempt(gateway, record, route, error: GatewayError, n: int) -> None:
-    gateway.recorder.record(Entry(
-        request_id=f"{record.request_id}.{n}", created_at=time.time(), status=error.status,
-        provider=route.provider.name, model_requested=record.model_requested,
-        model_upstream=route.model, session_id=None, api_key_id=record.api_key_id,
-        error_type=error.code or error.type, streamed=record.stream, messages=None))
+def attempt_entry(request_id: str, n: int, route, error: GatewayError, *, model_requested,
+                  api_key_id, streamed) -> Entry:
+    """The log row of a failed attempt: `<request id>.<n>`."""
+    return Entry(request_id=f"{request_id}.{n}", created_at=time.time(), status=error.status,
+                 provider=route.provider.name, model_requested=model_requested,
+                 model_upstream=route.model, api_key_id=api_key_id,
+                 error_type=error.code or error.type, streamed=streamed)
