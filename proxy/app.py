@@ -23,6 +23,7 @@ from proxy.policy.ratelimit import make_limiter, parse_rate
 from proxy.respond import error_response
 from proxy.routes import (catalog, chain, chat, compare, feedback, health, keys, sessions,
                           usage)
+from proxy.routing import breaker
 from proxy.routing.auto import AutoRouter
 from proxy.routing.selection import Router
 from proxy.upstream import HttpPool
@@ -54,7 +55,8 @@ class Gateway:
         self.metrics.start()
         self.keys = KeyStore(self.recorder.connection, config.master_key)
         auto = AutoRouter(self.providers, catalog.model_facts(), self.pricing, self.keys.connection)
-        self.router = Router(self.providers, config.models, config.default_provider, auto=auto)
+        self.router = Router(self.providers, config.models, config.default_provider, auto=auto,
+                             breaker=breaker.from_specs(config.providers.values()))
         self.budgets = Budgets(self.keys.connection, config.monthly_cost_limit)
         self.rate_gate = RateGate(make_limiter(self.recorder.path, config.redis_url),
                                   parse_rate(config.rate_limit))

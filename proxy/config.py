@@ -70,7 +70,8 @@ class Config:
 
 
 # per-provider retry and timeout settings a config-file table may carry
-_POLICY_KEYS = ("retries", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout")
+_POLICY_KEYS = ("retries", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout",
+                "cooldown_after", "cooldown_seconds")
 
 
 def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
