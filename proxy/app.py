@@ -74,14 +74,23 @@ class Gateway:
         self.http.close()
 
 
+class Switchboard(Flask):
+    def ensure_sync(self, func):
+        """Every view and hook here is synchronous (gevent does the waiting), so
+        skip Flask's per-call coroutine check."""
+        return func
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     access_log.configure(config.log_level)
-    app = Flask("switchboard")
+    app = Switchboard("switchboard")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     gateway = Gateway(config)
     app.extensions["switchboard"] = gateway
-    tokens.encoding_for("")  # load the tokenizer now, not on a request
+    default = gateway.providers.get(config.default_provider)
+    if default is not None and default.spec.type == "echo":
+        tokens.encoding_for("")  # echo counts every request: load the tokenizer now, not on one
 
     for blueprint in (chat.bp, catalog.bp, keys.bp, sessions.bp, feedback.bp, usage.bp, compare.bp,
                       chain.bp):
@@ -104,22 +113,25 @@ _PUBLIC = frozenset(("/", "/health", "/ready"))
 
 
 def _start() -> None:
-    given = request.headers.get("X-Request-Id")
-    g.request_id = given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
+    # request and g are context-local proxies: each look-up costs, so once each
+    headers, path = request.headers, request.path
+    given = headers.get("X-Request-Id")
+    request_id = given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
         "req_" + os.urandom(16).hex()
-    g.record = RequestLog(g.request_id, request.path)
-    if request.path not in _PUBLIC:
+    record = RequestLog(request_id, path)
+    g.request_id, g.record = request_id, record
+    if path not in _PUBLIC:
         keys = current_app.extensions["switchboard"].keys
-        g.principal = keys.authenticate(request.headers)
-        g.record.api_key_id = g.principal.key_id
-        if request.path == "/metrics" and keys.enabled and g.principal is not MASTER:
+        principal = keys.authenticate(headers)
+        g.principal, record.api_key_id = principal, principal.key_id
+        if path == "/metrics" and keys.enabled and principal is not MASTER:
             raise errors.PermissionDenied("Only the master key can read /metrics.")
 
 
 def _finish(response):
-    response.headers["x-request-id"] = g.request_id
     record = g.get("record")
     if record is not None:
+        response.headers["x-request-id"] = record.request_id
         record.status = response.status_code
         response.call_on_close(record.finish)
     return response

@@ -31,9 +31,9 @@ def parse_object(raw: bytes) -> dict:
     return body
 
 
-def track(gateway) -> None:
+def track(gateway, record=None) -> None:
     """Log this request as a completion call (once), and count it in flight."""
-    record = g.record
+    record = record or g.record
     if record.sink is None:
         record.sink = gateway.record
         metrics.IN_FLIGHT.inc()
@@ -84,18 +84,16 @@ class RecordTracker:
 def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
              session_id: str | None = None) -> Response:
     track(gateway)
-    record = g.record
-    call, routes = prepare(gateway, body, raw, headers, g.principal, request_id=g.request_id,
+    record, principal = g.record, g.get("principal") or OPEN
+    call, routes = prepare(gateway, body, raw, headers, principal, request_id=record.request_id,
                            capture=record.pieces, session_id=session_id)
     record.model_requested, record.stream = call.model, call.stream
     record.session_id, record.messages = call.session_id, body["messages"]
     record.session_turn = session_id is not None  # a turn the gateway built from stored history
     if raw is not None:
-        debug_body("request body", g.request_id, raw, gateway.secrets)
-    limit_headers = gateway.rate_gate.admit(g.principal or OPEN, call, record)
+        debug_body("request body", record.request_id, raw, gateway.secrets)
+    headers_out = gateway.rate_gate.admit(principal, call, record)
     reply, route = attempts.run(gateway, routes, call, RecordTracker(gateway, record))
-    response = reply_response(reply, call, record, gateway.cost_of)
-    response.headers.update(limit_headers)
-    response.headers["x-gateway-provider"] = route.provider.name
-    response.headers["x-gateway-model"] = route.model
-    return response
+    headers_out["x-gateway-provider"] = route.provider.name
+    headers_out["x-gateway-model"] = route.model
+    return reply_response(reply, call, record, gateway.cost_of, headers_out)

@@ -63,50 +63,50 @@ def _started(chunks: Iterator[bytes], record: RequestLog) -> Iterator[bytes]:
     return chunks if first is None else itertools.chain((first,), chunks)
 
 
-def _stream(chunks: Iterator[bytes], record: RequestLog, close, headers) -> Response:
+def _stream(chunks: Iterator[bytes], record: RequestLog, close, headers: dict) -> Response:
     try:
         chunks = _started(iter(chunks), record)
     except BaseException:
         close()
         raise
     record.stream = True
-    response = Response(_guarded(chunks, record, close), status=200, headers=STREAM_HEADERS)
-    response.headers.update(headers)
-    return response
+    return Response(_guarded(chunks, record, close), status=200, headers={**STREAM_HEADERS, **headers})
 
 
 def _json(body: bytes, status: int, content_type: str, record: RequestLog, cost: float | None,
-          headers=None) -> Response:
+          headers: dict) -> Response:
     record.first_byte()
     record.pieces.append(body)
-    response = Response(body, status=status, content_type=content_type)
-    if headers:
-        response.headers.update(headers)
     if cost is not None:
-        response.headers["x-gateway-cost-usd"] = f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
-    return response
+        headers["x-gateway-cost-usd"] = f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+    headers["Content-Type"] = content_type
+    return Response(body, status=status, headers=headers)
 
 
-def reply_response(reply: Reply, call: Call, record: RequestLog, cost_of: CostOf) -> Response:
+def reply_response(reply: Reply, call: Call, record: RequestLog, cost_of: CostOf,
+                   headers: dict | None = None) -> Response:
+    """`headers`: the gateway's own response headers (limits, who served it)."""
+    headers = headers or {}
     if isinstance(reply, Relay):
-        return _relay(reply, call, record, cost_of)
+        return _relay(reply, call, record, cost_of, headers)
     if call.stream:
         chunks = assemble.stream(reply, call.model, call.include_usage, call.capture)
-        return _stream(chunks, record, getattr(reply, "close", _noop), {})
+        return _stream(chunks, record, getattr(reply, "close", _noop), headers)
     completion = assemble.completion(reply, call.model)
     cost = cost_of(completion["model"], completion["usage"])
-    return _json(assemble.json_body(completion), 200, "application/json", record, cost)
+    return _json(assemble.json_body(completion), 200, "application/json", record, cost, headers)
 
 
-def _relay(reply: Relay, call: Call, record: RequestLog, cost_of: CostOf) -> Response:
+def _relay(reply: Relay, call: Call, record: RequestLog, cost_of: CostOf, headers: dict) -> Response:
+    headers = {**reply.headers, **headers}
     if call.stream and reply.content_type.startswith("text/event-stream"):
-        return _stream(reply.chunks, record, reply.close, reply.headers)
+        return _stream(reply.chunks, record, reply.close, headers)
     try:
         body = b"".join(reply.chunks)
     finally:
         reply.close()
     return _json(body, reply.status, reply.content_type, record, _relayed_cost(body, cost_of),
-                 reply.headers)
+                 headers)
 
 
 def _relayed_cost(body: bytes, cost_of: CostOf) -> float | None:

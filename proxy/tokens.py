@@ -3,6 +3,7 @@ tiktoken publishes. Nothing is ever downloaded."""
 from __future__ import annotations
 
 import base64
+import ctypes
 import gzip
 import hashlib
 import threading
@@ -40,8 +41,22 @@ def _load_o200k() -> tiktoken.Encoding:
         raise RuntimeError(f"o200k_base BPE file has sha256 {digest}, expected {_O200K_SHA256}")
     ranks = {base64.b64decode(token): int(rank)
              for token, rank in (line.split() for line in data.splitlines() if line)}
-    return tiktoken.Encoding(name="o200k_base", pat_str=_O200K_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018})
+    enc = tiktoken.Encoding(name="o200k_base", pat_str=_O200K_PATTERN, mergeable_ranks=ranks,
+                            special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018})
+    # The Rust core holds its own copy of the ranks; the Python dict (~25 MB) is kept
+    # only for pickling an Encoding, which the gateway never does.
+    enc._mergeable_ranks = None
+    del ranks, data
+    _release_freed_memory()
+    return enc
+
+
+def _release_freed_memory() -> None:
+    """Give the loader's temporaries back to the OS (glibc keeps them otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _load_cl100k() -> tiktoken.Encoding:

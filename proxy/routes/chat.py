@@ -1,7 +1,7 @@
 """POST /v1/chat/completions."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 
 from proxy.completion import complete, parse_object, track
 
@@ -11,6 +11,6 @@ bp = Blueprint("chat", __name__)
 @bp.post("/chat/completions")
 def chat_completions():
     gateway = current_app.extensions["switchboard"]
-    track(gateway)  # before parsing: refused calls are logged too
+    track(gateway, g.record)  # before parsing: refused calls are logged too
     raw = request.get_data(cache=False)
     return complete(gateway, parse_object(raw), raw, request.headers)
