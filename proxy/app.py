@@ -65,7 +65,7 @@ class Gateway:
         return usage_cost(self.pricing, model, usage)
 
     def record(self, entry) -> None:
-        metrics.IN_FLIGHT.dec()
+        metrics.InFlight.dec()
         self.recorder.record(entry)
 
     def close(self) -> None:

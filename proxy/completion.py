@@ -36,7 +36,7 @@ def track(gateway, record=None) -> None:
     record = record or g.record
     if record.sink is None:
         record.sink = gateway.record
-        metrics.IN_FLIGHT.inc()
+        metrics.InFlight.inc()
 
 
 def prepare(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], principal, *,

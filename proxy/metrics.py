@@ -36,6 +36,21 @@ UPSTREAM_ERRORS = Counter("switchboard_upstream_errors", "Failed provider calls,
                           ("gen_ai_provider_name", "error_type"))
 IN_FLIGHT = Gauge("switchboard_requests_in_flight", "Chat completions being served",
                   multiprocess_mode="livesum")
+
+
+class InFlight:
+    """This worker's count of chat calls being served: a plain integer on the
+    request path (a multiprocess gauge update costs a locked mmap write), published
+    to IN_FLIGHT by the Pump."""
+    count = 0
+
+    @classmethod
+    def inc(cls) -> None:
+        cls.count += 1
+
+    @classmethod
+    def dec(cls) -> None:
+        cls.count -= 1
 QUEUE_DEPTH = Gauge("switchboard_log_queue_depth", "Rows waiting for the log writer",
                     multiprocess_mode="livesum")
 DROPPED = Counter("switchboard_log_rows_dropped", "Log rows dropped (queue full or unwritable)")
@@ -118,6 +133,7 @@ class Pump:
 
     def tick(self) -> None:
         self.feed.apply()
+        IN_FLIGHT.set(InFlight.count)
         QUEUE_DEPTH.set(self.writer.depth())
         dropped = self.writer.dropped
         if dropped > self._dropped:

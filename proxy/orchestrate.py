@@ -166,7 +166,7 @@ class SubCall:
 
     def _begin(self) -> None:
         self._start = time.perf_counter()
-        metrics.IN_FLIGHT.inc()  # gateway.record() takes it off
+        metrics.InFlight.inc()  # gateway.record() takes it off
 
     def _first(self) -> None:
         self._first_at = self._first_at or time.perf_counter()

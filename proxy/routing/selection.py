@@ -82,6 +82,8 @@ class Router:
 
     def _by_weight(self, entry) -> list:
         """Deployments in a weighted random order: the first is picked by weight."""
+        if len(entry.targets) == 1:
+            return list(entry.targets)
         pool, ordered = list(entry.targets), []
         while pool:
             pick = self.rng.choices(pool, weights=[t.weight for t in pool])[0]
