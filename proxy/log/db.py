@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from proxy.log.migrations import MIGRATIONS
@@ -30,22 +31,31 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+@contextmanager
+def write_transaction(conn: sqlite3.Connection):
+    """BEGIN IMMEDIATE (take the write lock now, not at the first write), COMMIT,
+    or ROLLBACK on any exception (connections here are in autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet recorded, each in its own transaction; safe to
     run from several workers at once (the first to take the write lock applies)."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)")
     applied = []
     for name, sql in MIGRATIONS:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             done = conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone()
             if not done:
                 for statement in filter(str.strip, sql.split(";\n")):
                     conn.execute(statement)
                 conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
                 applied.append(name)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return applied

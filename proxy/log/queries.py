@@ -10,6 +10,8 @@ import time
 
 import orjson
 
+from proxy.log.db import write_transaction
+
 # group_by key -> SQL expression over `completions c` (never request text)
 GROUPS = {
     "day": "strftime('%Y-%m-%d', c.created_at, 'unixepoch')",
@@ -95,16 +97,11 @@ def update_session(conn, session_id: str, fields: dict) -> bool:
 def delete_session(conn, session_id: str) -> bool:
     """The session with its completions, messages and feedback (foreign-key
     cascades), and the message bodies nothing else refers to any more."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         hashes = _session_hashes(conn, session_id)
         deleted = conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
         if deleted and hashes:
             _delete_orphans(conn, hashes)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return deleted == 1
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from proxy.log.db import write_transaction
+
 _ORPHANS = """
 DELETE FROM contents WHERE hash NOT IN (
     SELECT value FROM completions, json_each(completions.prompt_refs)
@@ -21,8 +23,7 @@ class Retention:
 
     def run(self, conn) -> int:
         removed = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             if self.days:
                 removed += conn.execute("DELETE FROM completions WHERE created_at < ? AND session_id IS NULL",
                                         (time.time() - self.days * 86400,)).rowcount
@@ -34,8 +35,4 @@ class Retention:
                     "LIMIT 1 OFFSET ?)", (self.max_rows,)).rowcount
             if removed:
                 conn.execute(_ORPHANS)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return removed

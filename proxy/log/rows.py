@@ -8,6 +8,7 @@ import orjson
 from proxy import tokens
 from proxy.log import content, extract
 from proxy.log.costs import usage_tokens
+from proxy.log.db import write_transaction
 from proxy.log.entry import Entry
 from proxy.metrics import Written
 
@@ -27,14 +28,9 @@ class RowWriter:
         self.feed = feed  # called with a metrics.Written per row written
 
     def write(self, conn: sqlite3.Connection, entries: list[Entry]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             for entry in entries:
                 self._write_one(conn, entry)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _store(self, conn, message: dict) -> str | None:
         body = content.prepare(message, self.content_mode)

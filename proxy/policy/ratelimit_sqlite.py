@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from proxy.log.db import write_transaction
 from proxy.policy.ratelimit import (WINDOW_S, Clock, Counts, Decision, FailOpen, Limits, decide,
                                     refusal, roll, unlimited_decision)
 
@@ -83,9 +84,7 @@ class SqliteRateLimiter(FailOpen):
         now = self._now()
         try:
             with self._lock:
-                db = self._conn()
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(self._conn()) as db:
                     row = db.execute("SELECT window, requests, tokens, prev_requests, prev_tokens "
                                      "FROM ratelimit WHERE subject = ?", (subject,)).fetchone()
                     counts, weight = roll(Counts(*row) if row else None, now, self.window_s)
@@ -99,11 +98,6 @@ class SqliteRateLimiter(FailOpen):
                     if now >= self._next_cleanup:
                         self._next_cleanup = now + self.cleanup_interval_s
                         db.execute("DELETE FROM ratelimit WHERE window < ?", (counts.window - 1,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
         except sqlite3.Error as error:
             return self._failed(limits, error)
         return decide(counts, weight, now, limits, cost, reason, self.window_s)

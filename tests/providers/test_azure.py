@@ -27,11 +27,6 @@ def gw(azure_fake, tmp_path_factory):
     gateway.stop()
 
 
-@pytest.fixture
-def client(gw):
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
-
-
 def test_non_streaming_uses_the_deployment_and_drops_filter_fields(client, gw, azure_fake):
     raw = requests.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HI},
                         timeout=10)

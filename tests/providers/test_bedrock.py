@@ -178,13 +178,6 @@ def gw(upstream, tmp_path_factory):
     gateway.stop()
 
 
-@pytest.fixture(scope="module")
-def client(gw):
-    sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
-    yield sdk
-    sdk.close()  # no idle keep-alive connection for the gateway to wait on when it stops
-
-
 def last_call(upstream):
     return fake.converse_calls(upstream)[-1]
 
