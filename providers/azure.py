@@ -110,15 +110,17 @@ class AzureOpenAI(OpenAICompatible):
         return {"Content-Type": "application/json", "api-key": self.spec.api_key or "",
                 **self.spec.headers}
 
-    def relay_stream(self, events):
-        for block in events:
-            _, data = parse_event(block)
-            if not data.startswith(b"{"):
-                yield block  # [DONE] and anything that is not a chunk pass unchanged
-                continue
-            chunk = normalise(orjson.loads(data), streaming=True)
-            if chunk is not None:
-                yield encode(chunk)
+    def relay_stream(self, batches):
+        for batch in batches:
+            yield [out for out in map(self._normalised, batch) if out is not None]
+
+    @staticmethod
+    def _normalised(block: bytes) -> bytes | None:
+        _, data = parse_event(block)
+        if not data.startswith(b"{"):
+            return block  # [DONE] and anything that is not a chunk pass unchanged
+        chunk = normalise(orjson.loads(data), streaming=True)
+        return encode(chunk) if chunk is not None else None
 
     def relay_body(self, body: bytes) -> bytes:
         try:

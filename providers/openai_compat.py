@@ -56,16 +56,18 @@ class OpenAICompatible(CompletionProvider):
         content_type = resp.header("content-type", "application/json")
         headers = forwarded(resp.headers())
         if call.stream and content_type.startswith("text/event-stream"):
-            events = self.relay_stream(resp.events())
+            batches = self.relay_stream(resp.event_batches())
             if hidden_usage:
-                events = stream_usage.hide(events, call.capture)
-            return Relay(resp.status, content_type, events, resp.close, headers)
+                batches = stream_usage.hide(batches, call.capture)
+            chunks = (b"".join(batch) for batch in batches if batch)
+            return Relay(resp.status, content_type, chunks, resp.close, headers)
         return Relay(resp.status, content_type, iter((self.relay_body(resp.read()),)),
                      resp.close, headers)
 
     # Hooks for OpenAI dialects (Azure) that need light normalisation.
-    def relay_stream(self, events):
-        return events
+    def relay_stream(self, batches):
+        """Batches of SSE event blocks, as they arrived."""
+        return batches
 
     def relay_body(self, body: bytes) -> bytes:
         return body

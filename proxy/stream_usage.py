@@ -27,11 +27,20 @@ def ask_upstream(call: Call) -> bool:
     return True
 
 
-def hide(blocks: Iterator[bytes], capture: list[bytes]) -> Iterator[bytes]:
-    for block in blocks:
-        if b'"choices":[]' in block and b'"usage":{' in block:
-            capture.append(block)
-            continue
-        if b'"usage":null' in block:
-            block = block.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
-        yield block
+def hide(batches: Iterator[list[bytes]], capture: list[bytes]) -> Iterator[list[bytes]]:
+    """Batches of event blocks (see UpstreamResponse.event_batches), usage taken out."""
+    for batch in batches:
+        yield [_without_usage(block, capture) for block in batch if not _is_usage(block, capture)]
+
+
+def _is_usage(block: bytes, capture: list[bytes]) -> bool:
+    if b'"choices":[]' in block and b'"usage":{' in block:
+        capture.append(block)
+        return True
+    return False
+
+
+def _without_usage(block: bytes, capture: list[bytes]) -> bytes:
+    if b'"usage":null' in block:
+        return block.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
+    return block

@@ -51,6 +51,12 @@ def transport_errors(provider: str):
         raise UpstreamError(f"could not reach {provider}: {type(exc).__name__}") from None
 
 
+def _complete_event_buffered(raw) -> bool:
+    """Whether the parser already holds another whole event (no socket read needed)."""
+    buffered = getattr(raw, "_body_buffer", None)
+    return bool(buffered) and (b"\n\n" in buffered or b"\r\n\r\n" in buffered)
+
+
 class UpstreamResponse:
     """A response whose body is read whole (`read`) or event by event (`events`)."""
 
@@ -78,15 +84,23 @@ class UpstreamResponse:
                 self.close()
 
     def events(self) -> Iterator[bytes]:
-        """Raw SSE event blocks, byte for byte, each yielded as soon as its blank line arrives."""
-        readline = self._raw.readline
+        """Raw SSE event blocks, byte for byte, each as soon as its blank line arrives."""
+        for batch in self.event_batches():
+            yield from batch
+
+    def event_batches(self) -> Iterator[list[bytes]]:
+        """The same blocks, grouped: a batch holds the events that had already
+        arrived together, so a relay writes them to the client in one write (an
+        event that arrives alone is still sent alone, at once)."""
+        raw, readline = self._raw, self._raw.readline
         block: list[bytes] = []
+        batch: list[bytes] = []
         with transport_errors(self.provider):
             while True:
                 line = readline(b"\n")
                 if not line:
                     # readline drops a last line that has no newline; keep it
-                    rest = self._raw.read()
+                    rest = raw.read()
                     if rest:
                         block.append(rest)
                     break
@@ -94,10 +108,15 @@ class UpstreamResponse:
                 if line == b"\n" or line == b"\r\n":
                     if self._deadline is not None and time.monotonic() > self._deadline:
                         raise UpstreamTimeout(f"{self.provider} exceeded its total time limit")
-                    yield b"".join(block)
+                    batch.append(b"".join(block))
                     block = []
+                    if not _complete_event_buffered(raw):
+                        yield batch
+                        batch = []
         if block:
-            yield b"".join(block)
+            batch.append(b"".join(block))
+        if batch:
+            yield batch
 
     def close(self) -> None:
         """Give a finished connection back to the pool; close an unfinished one at once."""
