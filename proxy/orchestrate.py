@@ -28,7 +28,7 @@ from proxy.completion import prepare
 from proxy.policy.access import SYSTEM_ROLES
 from proxy.routing import attempts
 from proxy.schema import validate
-from proxy.sse import DONE, parse_event
+from proxy.sse import DONE, iter_events, split_events
 
 log = logging.getLogger("switchboard.orchestrate")
 
@@ -117,10 +117,9 @@ class SubCall:
             self._finish(disconnected=not finished)
 
     def chunks(self) -> Iterator[dict]:
-        for block in self.blocks():
+        for _, data in iter_events(split_events(block) for block in self.blocks()):
             if self.outcome.error is not None:
                 continue  # the error event and [DONE]: the caller reads `.outcome.error`
-            data = parse_event(block)[1]
             chunk = _loads(data)
             if isinstance(chunk, dict) and "error" in chunk:
                 self.outcome.error = GatewayError(**_error_fields(data))

@@ -32,9 +32,17 @@ def parse_event(block: bytes) -> tuple[str | None, bytes]:
     return name, b"\n".join(data)
 
 
-def iter_events(blocks: Iterable[bytes]) -> Iterator[tuple[str | None, bytes]]:
-    """(event, data) pairs from raw event blocks, comments and empty blocks dropped."""
-    for block in blocks:
-        name, data = parse_event(block)
-        if data or name:
-            yield name, data
+def split_events(data: bytes) -> list[bytes]:
+    """A piece that may hold several events (a relay writes those that arrived
+    together at once) as one block per event."""
+    return [e for e in data.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
+
+
+def iter_events(blocks: Iterable[bytes | list[bytes]]) -> Iterator[tuple[str | None, bytes]]:
+    """(event, data) pairs from raw event blocks (or lists of them), comments and
+    empty blocks dropped."""
+    for item in blocks:
+        for block in (item if isinstance(item, list) else (item,)):
+            name, data = parse_event(block)
+            if data or name:
+                yield name, data
