@@ -58,12 +58,12 @@ SELECT {expr} AS grp, count(*) AS requests, coalesce(sum(c.status >= 400), 0) AS
   coalesce(sum(c.reasoning_tokens), 0) AS reasoning_tokens,
   coalesce(sum(c.cost_usd), 0) AS cost_usd,
   coalesce(sum(c.cost_usd IS NULL AND c.status < 400), 0) AS cost_unknown_requests
-FROM completions c WHERE c.created_at >= ? AND c.created_at < ? GROUP BY grp"""
+FROM completions c WHERE c.created_at >= ? AND c.created_at < ?{owner} GROUP BY grp"""
 _LATENCIES = ("SELECT {expr} AS grp, c.latency_ms FROM completions c WHERE c.created_at >= ? "
-              "AND c.created_at < ? AND c.status < 400 AND c.latency_ms IS NOT NULL")
+              "AND c.created_at < ?{owner} AND c.status < 400 AND c.latency_ms IS NOT NULL")
 _USAGE_FEEDBACK = ("SELECT {expr} AS grp, f.feedback_type, f.rating FROM feedback f "
                    "JOIN completions c ON c.id = f.completion_row "
-                   "WHERE c.created_at >= ? AND c.created_at < ?")
+                   "WHERE c.created_at >= ? AND c.created_at < ?{owner}")
 _SUMMED = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens",
            "reasoning_tokens", "cost_usd", "cost_unknown_requests")
 
@@ -73,14 +73,14 @@ def session_row(conn: sqlite3.Connection, session_id: str) -> sqlite3.Row | None
     return conn.execute(_SESSION_TOTALS + " WHERE s.id = ?", (session_id,)).fetchone()
 
 
-def create_session(conn, session_id: str, fields: dict) -> bool:
-    """False when the id is taken."""
+def create_session(conn, session_id: str, fields: dict, owner: str | None = None) -> bool:
+    """False when the id is taken. `owner`: the virtual key it belongs to."""
     now = time.time()
     cursor = conn.execute(
         "INSERT OR IGNORE INTO sessions (id, created_at, updated_at, title, model, system_prompt, "
-        "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "metadata, api_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (session_id, now, now, fields.get("title"), fields.get("model"),
-         fields.get("system_prompt"), _json(fields.get("metadata"))))
+         fields.get("system_prompt"), _json(fields.get("metadata")), owner))
     return cursor.rowcount == 1
 
 
@@ -127,10 +127,19 @@ DELETE FROM contents WHERE hash IN (SELECT hash FROM temp.doomed)
     conn.execute("DELETE FROM temp.doomed")
 
 
-def list_sessions(conn, limit: int, before: tuple[float, str] | None = None) -> list[sqlite3.Row]:
+def list_sessions(conn, limit: int, before: tuple[float, str] | None = None,
+                  owner: str | None = None) -> list[sqlite3.Row]:
     """Newest first by updated_at (id breaks ties); `before` is the last (updated_at,
-    id) of the previous page. One row more than `limit` tells there is more."""
-    where, params = ("", ()) if before is None else (" WHERE (s.updated_at, s.id) < (?, ?)", before)
+    id) of the previous page. One row more than `limit` tells there is more.
+    `owner`: only that virtual key's sessions."""
+    clauses, params = [], []
+    if before is not None:
+        clauses.append("(s.updated_at, s.id) < (?, ?)")
+        params.extend(before)
+    if owner is not None:
+        clauses.append("s.api_key_id = ?")
+        params.append(owner)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
     return conn.execute(_SESSION_TOTALS + where + " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?",
                         (*params, limit + 1)).fetchall()
 
@@ -157,14 +166,15 @@ def session_history(conn, session_id: str) -> list[dict]:
 def find_completion(conn, completion_id: str) -> sqlite3.Row | None:
     """The newest completion the client received this id for (ids from an
     upstream are not guaranteed unique)."""
-    return conn.execute("SELECT id, completion_id, request_id, session_id FROM completions "
+    return conn.execute("SELECT id, completion_id, request_id, session_id, api_key_id FROM completions "
                         "WHERE completion_id = ? ORDER BY id DESC LIMIT 1",
                         (completion_id,)).fetchone()
 
 
 def find_message(conn, message_id: int) -> sqlite3.Row | None:
-    return conn.execute("SELECT id, session_id, role, completion_row FROM session_messages "
-                        "WHERE id = ?", (message_id,)).fetchone()
+    return conn.execute("SELECT m.id, m.session_id, m.role, m.completion_row, s.api_key_id "
+                        "FROM session_messages m JOIN sessions s ON s.id = m.session_id "
+                        "WHERE m.id = ?", (message_id,)).fetchone()
 
 
 def add_feedback(conn, *, completion_row: int | None, message_id: int | None,
@@ -185,17 +195,19 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
-def usage_report(conn, group_by: str, start: float, end: float) -> tuple[list[dict], dict]:
-    """Per group and in total over completions created in [start, end)."""
-    expr = GROUPS[group_by]
-    params = (start, end)
+def usage_report(conn, group_by: str, start: float, end: float,
+                 owner: str | None = None) -> tuple[list[dict], dict]:
+    """Per group and in total over completions created in [start, end) (of one
+    key's calls when `owner` is its id)."""
+    sql = {"expr": GROUPS[group_by], "owner": " AND c.api_key_id = ?" if owner else ""}
+    params = (start, end, owner) if owner else (start, end)
     groups = {r["grp"]: {k: r[k] for k in _SUMMED}
-              for r in conn.execute(_USAGE.format(expr=expr), params)}
+              for r in conn.execute(_USAGE.format(**sql), params)}
     latencies: dict = {}
-    for r in conn.execute(_LATENCIES.format(expr=expr), params):
+    for r in conn.execute(_LATENCIES.format(**sql), params):
         latencies.setdefault(r["grp"], []).append(r["latency_ms"])
     feedback: dict = {}
-    for r in conn.execute(_USAGE_FEEDBACK.format(expr=expr), params):
+    for r in conn.execute(_USAGE_FEEDBACK.format(**sql), params):
         feedback.setdefault(r["grp"], []).append((r["feedback_type"], r["rating"]))
     data = [{"group": key, **_finish(sums, latencies.get(key, []), feedback.get(key, []))}
             for key, sums in groups.items()]

@@ -58,7 +58,7 @@ class RowWriter:
                int(entry.client_disconnected),
                orjson.dumps(refs).decode() if self.content_mode != "none" else None, answer_ref)
         cursor = conn.execute(_INSERT, row)
-        if entry.session_id and cursor.rowcount:
+        if entry.session_id and cursor.rowcount and self._same_owner(conn, entry):
             self._append_turn(conn, entry, cursor.lastrowid, messages, refs, answer, answer_ref)
         if self.feed is not None and cursor.rowcount:
             self.feed(Written(entry.provider or "none",
@@ -84,6 +84,14 @@ class RowWriter:
                      "VALUES (?, ?, ?, ?, ?)",
                      (entry.session_id, entry.created_at, entry.created_at, entry.model_requested,
                       entry.api_key_id))
+
+    @staticmethod
+    def _same_owner(conn, entry: Entry) -> bool:
+        """A key writes only into its own sessions (the master key into any)."""
+        owner = conn.execute("SELECT api_key_id FROM sessions WHERE id = ?",
+                             (entry.session_id,)).fetchone()
+        return owner is None or owner[0] is None or entry.api_key_id is None \
+            or owner[0] == entry.api_key_id
 
     def _append_turn(self, conn, entry, row_id, messages, refs, answer, answer_ref) -> None:
         """Append to the session what it has not stored yet: the request's messages

@@ -42,3 +42,14 @@ def add_system_prompt(body: dict, prompt: str | None) -> bool:
         return False
     body["messages"].insert(0, {"role": "system", "content": prompt})
     return True
+
+
+def owner(principal: Principal | None) -> str | None:
+    """The virtual key whose data alone this caller may see (None: the master key,
+    or an open gateway, sees everything)."""
+    return principal.key_id if principal is not None else None
+
+
+def owns(principal: Principal | None, key_id: str | None) -> bool:
+    mine = owner(principal)
+    return mine is None or mine == key_id

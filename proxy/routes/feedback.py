@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from contextlib import closing
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from proxy.completion import parse_object
 from proxy.errors import InvalidRequest, NotFound
 from proxy.log import queries
+from proxy.policy.access import owns
 
 bp = Blueprint("feedback", __name__)
 
@@ -35,6 +36,8 @@ def create_feedback():
     gateway = current_app.extensions["switchboard"]
     with closing(gateway.recorder.connection()) as conn:
         found = _lookup(gateway, conn, kind, key)
+        if found is not None and not owns(g.get("principal"), found["api_key_id"]):
+            found = None  # another key's answer: as if it did not exist
         if found is None:
             raise NotFound(f"No {'completion' if kind == 'completion_id' else 'message'} "
                            f"with {kind} '{key}'.", param=kind)

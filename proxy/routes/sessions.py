@@ -13,11 +13,12 @@ import re
 from contextlib import contextmanager
 
 import orjson
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from proxy.completion import complete, parse_object
 from proxy.errors import GatewayError, InvalidRequest, NotFound
 from proxy.log import queries
+from proxy.policy.access import owner, owns
 from proxy.routes.feedback import feedback_object
 
 bp = Blueprint("sessions", __name__)
@@ -46,6 +47,19 @@ def _not_found(session_id: str) -> NotFound:
     return NotFound(f"No session with id '{session_id}'.", param="session_id")
 
 
+def _owner() -> str | None:
+    return owner(g.get("principal"))
+
+
+def _owned(conn, session_id: str):
+    """The session row, if it exists and this caller may see it (a virtual key sees
+    only its own sessions; another key's is reported as not found)."""
+    row = queries.session_row(conn, session_id)
+    if row is None or not owns(g.get("principal"), row["api_key_id"]):
+        raise _not_found(session_id)
+    return row
+
+
 # -- views ------------------------------------------------------------------------
 @bp.post("/sessions")
 def create_session():
@@ -54,7 +68,7 @@ def create_session():
     fields = _fields(body, allow_id=True)
     session_id = fields.pop("id", None) or "sess_" + os.urandom(16).hex()
     with _db(flush=False) as conn:
-        if not queries.create_session(conn, session_id, fields):
+        if not queries.create_session(conn, session_id, fields, _owner()):
             raise GatewayError(f"A session with id '{session_id}' already exists.", status=409,
                                type="invalid_request_error", code="session_exists", param="id")
         row = queries.session_row(conn, session_id)
@@ -65,7 +79,7 @@ def create_session():
 def list_sessions():
     limit, before = _limit(), _cursor()
     with _db() as conn:
-        rows = queries.list_sessions(conn, limit, before)
+        rows = queries.list_sessions(conn, limit, before, _owner())
     page = rows[:limit]
     more = len(rows) > limit
     return jsonify({"object": "list", "data": [session_object(r) for r in page], "has_more": more,
@@ -75,6 +89,7 @@ def list_sessions():
 @bp.get("/sessions/<session_id>")
 def get_session(session_id: str):
     with _db() as conn:
+        _owned(conn, session_id)
         found = queries.get_session(conn, session_id)
     if found is None:
         raise _not_found(session_id)
@@ -87,6 +102,7 @@ def get_session(session_id: str):
 def update_session(session_id: str):
     fields = _fields(parse_object(request.get_data(cache=False)), allow_id=False)
     with _db(flush=False) as conn:
+        _owned(conn, session_id)
         if fields and not queries.update_session(conn, session_id, fields):
             raise _not_found(session_id)
         row = queries.session_row(conn, session_id)
@@ -99,6 +115,7 @@ def update_session(session_id: str):
 def delete_session(session_id: str):
     # flushed first: a turn still queued here would otherwise bring the session back
     with _db() as conn:
+        _owned(conn, session_id)
         if not queries.delete_session(conn, session_id):
             raise _not_found(session_id)
     return jsonify({"id": session_id, "object": "session.deleted", "deleted": True})
@@ -108,9 +125,7 @@ def delete_session(session_id: str):
 def send_message(session_id: str):
     body = parse_object(request.get_data(cache=False))
     with _db() as conn:
-        session = queries.session_row(conn, session_id)
-        if session is None:
-            raise _not_found(session_id)
+        session = _owned(conn, session_id)
         history = queries.session_history(conn, session_id)
     # a session turn: the writer stores only the new user message and the answer
     return complete(current_app.extensions["switchboard"], session_turn(session, history, body),

@@ -9,10 +9,11 @@ import time
 from contextlib import closing
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from proxy.errors import InvalidRequest
 from proxy.log import queries
+from proxy.policy.access import owner
 
 bp = Blueprint("usage", __name__)
 
@@ -33,7 +34,7 @@ def usage():
     if start >= end:
         raise InvalidRequest("`from` must be before `to`.", param="from", code="invalid_value")
     with closing(current_app.extensions["switchboard"].recorder.connection()) as conn:
-        data, totals = queries.usage_report(conn, group_by, start, end)
+        data, totals = queries.usage_report(conn, group_by, start, end, owner(g.get("principal")))
     data.sort(key=_order(group_by))
     return jsonify({"object": "usage", "from": _iso(start), "to": _iso(end), "group_by": group_by,
                     "percentiles": "nearest-rank", "data": data, "totals": totals})
