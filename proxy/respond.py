@@ -1,13 +1,12 @@
 """Turn a provider's reply into a Flask response.
 
-Errors before the first byte are real HTTP errors: the first chunk is pulled
-before the response starts. After it, an error is one OpenAI error event and
+Errors before the first byte are real HTTP errors: routing.attempts pulls the
+first chunk before the response starts. After it, an error is one OpenAI error event and
 `[DONE]`. Closing the response (end, or client gone) closes the upstream.
 Everything sent is also kept, by reference, for the log (`record.pieces`).
 """
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Callable, Iterator
 
@@ -56,19 +55,10 @@ def _internal(record: RequestLog) -> errors.GatewayError:
     return errors.GatewayError("The gateway failed while streaming.", code="internal_error")
 
 
-def _started(chunks: Iterator[bytes], record: RequestLog) -> Iterator[bytes]:
-    """Pull the first chunk now, so a failure before it is still an HTTP error."""
-    first = next(chunks, None)
-    record.first_byte()
-    return chunks if first is None else itertools.chain((first,), chunks)
-
-
 def _stream(chunks: Iterator[bytes], record: RequestLog, close, headers: dict) -> Response:
-    try:
-        chunks = _started(iter(chunks), record)
-    except BaseException:
-        close()
-        raise
+    # the first chunk or event was already pulled by routing.attempts.prime, so a
+    # failure before it was an HTTP error (or a retry), and the answer has begun
+    record.first_byte()
     record.stream = True
     return Response(_guarded(chunks, record, close), status=200, headers={**STREAM_HEADERS, **headers})
 

@@ -23,45 +23,10 @@ type = "openai"
 base_url = "{backup}/v1"
 retries = 0
 
-[models."resilient"]
-provider = "primary"
-model = "down"
-fallbacks = ["backup/ok"]
-
-[models."limited"]
-provider = "primary"
-model = "limited"
-fallbacks = ["backup/ok"]
-
-[models."limited-long"]
-provider = "primary"
-model = "limited-long"
-fallbacks = ["backup/ok"]
-
-[models."too-long"]
-provider = "primary"
-model = "too-long"
-fallbacks = ["backup/ok"]
-
-[models."bad"]
-provider = "primary"
-model = "bad"
-fallbacks = ["backup/ok"]
-
-[models."slow"]
-provider = "primary"
-model = "hang"
-fallbacks = ["backup/ok"]
-
 [models."overloaded"]
 provider = "primary"
 model = "overloaded"
 fallbacks = ["anthropic/claude-sonnet-4-5"]
-
-[models."reset"]
-provider = "primary"
-model = "reset"
-fallbacks = ["backup/ok"]
 
 [models."balanced"]
 deployments = [{{ provider = "primary", model = "ok", weight = 3 }}, {{ provider = "backup", model = "ok", weight = 1 }}]
@@ -78,6 +43,13 @@ retries = 0
 cooldown_after = 3
 cooldown_seconds = 60
 """
+
+
+# public model -> the primary's failing model; each falls back to backup/ok
+FALLING_BACK = {"resilient": "down", "limited": "limited", "limited-long": "limited-long",
+                "too-long": "too-long", "bad": "bad", "slow": "hang", "reset": "reset"}
+CONFIG += "".join(f'\n[models."{name}"]\nprovider = "primary"\nmodel = "{model}"\n'
+                  f'fallbacks = ["backup/ok"]\n' for name, model in FALLING_BACK.items())
 
 
 @pytest.fixture(scope="module")

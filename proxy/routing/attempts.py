@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 
-from providers.base import Relay
+from providers.base import Relay, ResponseMeta
 from proxy.errors import GatewayError
 from proxy.log.entry import Entry
 
@@ -21,18 +21,17 @@ BASE_DELAY, MAX_DELAY = 0.2, 4.0
 
 
 class Primed:
-    """An iterator whose first item was already pulled; closing it closes the source."""
+    """An iterator whose first items were already pulled; closing it closes the source."""
 
-    def __init__(self, first, rest):
-        self._first, self._rest, self._pending = first, rest, True
+    def __init__(self, pulled: list, rest):
+        self._pulled, self._rest = pulled, rest
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        if self._pending:
-            self._pending = False
-            return self._first
+        if self._pulled:
+            return self._pulled.pop(0)
         return next(self._rest)
 
     def close(self):
@@ -42,18 +41,23 @@ class Primed:
 
 
 def prime(reply):
-    """Pull the first chunk (relay) or event now; an empty source stays empty."""
-    source = reply.chunks if isinstance(reply, Relay) else reply
-    source = iter(source)
+    """Pull the first chunk (relay), or events up to the first that carries part of
+    the answer (a ResponseMeta alone sends nothing), now; an empty source stays empty."""
+    relay = isinstance(reply, Relay)
+    source = iter(reply.chunks if relay else reply)
+    pulled = []
     try:
-        first = next(source)
-    except StopIteration:
-        return reply
+        for item in source:
+            pulled.append(item)
+            if relay or not isinstance(item, ResponseMeta):
+                break
     except BaseException:
-        (reply.close if isinstance(reply, Relay) else getattr(source, "close", lambda: None))()
+        (reply.close if relay else getattr(source, "close", lambda: None))()
         raise
-    primed = Primed(first, source)
-    if isinstance(reply, Relay):
+    if not pulled:
+        return reply
+    primed = Primed(pulled, source)
+    if relay:
         reply.chunks = primed
         return reply
     return primed
