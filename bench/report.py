@@ -91,6 +91,10 @@ def markdown(ctx: dict, dur: dict, results: dict, notes: dict) -> str:
             return " / ".join(f"{b.get(k, '?')}" for k in ("cpu0", "cpu1")) if b else "—"
         return cell
 
+    def cpu_per_request(t):
+        vals = [_get(results[t], s, "cpu_us_per_request") for s in ("json_max", "stream_max")]
+        return " / ".join("—" if v is None else f"{v:,}" for v in vals)
+
     def other(t):
         vals = [_get(results[t], s, "other_cpu_pct") for s in results[t] if s != "rss"]
         vals = [v for v in vals if v is not None]
@@ -116,6 +120,8 @@ def markdown(ctx: dict, dur: dict, results: dict, notes: dict) -> str:
     row("400 KB stream @50/s: **added TTFB** p50 / p99", "", added("large_stream_50", "ttfb_ms"))
     row("RSS per worker MB after load (VmRSS / VmHWM)", "≤ 100", rss)
     row("errors / requests (unsent included), all scenarios", "0", errors)
+    row("CPU µs per request of the measured process, JSON max / stream max", "",
+        cpu_per_request)
     row("CPU busy % core 0 / core 1, JSON max", "", cpu("json_max"))
     row("CPU busy % core 0 / core 1, stream max", "", cpu("stream_max"))
     row("open-loop client: worst send lag ms", "", lag)

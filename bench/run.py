@@ -188,12 +188,20 @@ def run_load(py: str, url: str, mode: str, stream: bool, large: bool, rate, dur:
         cmd += ["--rate", str(rate), "--duration", str(dur["latency"]),
                 "--warmup", str(dur["warmup"])]
     cmd += ["--stream"] * stream + ["--large"] * large
+    target = list(ours[1:])
     before, mine0, kids0 = cpu_busy(), cpu_ticks(list(ours)), os.times()
+    target0 = cpu_ticks(target)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     after, mine1, kids1 = cpu_busy(), cpu_ticks(list(ours)), os.times()
+    target1 = cpu_ticks(target)
     if out.returncode:
         return {"failed": out.stderr.strip()[-400:]}
     result = json.loads(out.stdout)
+    if target and result.get("requests"):
+        # CPU the measured process spent per answered request: steadier than req/s
+        # on a shared machine, where other jobs take the core away
+        result["cpu_us_per_request"] = round(
+            (target1 - target0) / os.sysconf("SC_CLK_TCK") * 1e6 / result["requests"])
     wall = max(1, after[f"cpu{GATEWAY_CPU}"][1] - before[f"cpu{GATEWAY_CPU}"][1])
     result["cpu_busy_pct"] = {k: round(100 * (after[k][0] - before[k][0]) / wall) for k in after}
     tck = os.sysconf("SC_CLK_TCK")

@@ -3,6 +3,8 @@ The same record feeds the sidecar log for completion calls."""
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import time
 from typing import Callable
@@ -48,6 +50,15 @@ def _write_access(fields: dict) -> None:
     line = {"ts": round(time.time(), 3), "level": "info", "logger": access.name, "msg": "request",
             **fields}
     _access_stream.write(orjson.dumps(line).decode() + "\n")
+
+
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(given: str | None) -> str:
+    """The client's X-Request-Id when it is a sane token, else a fresh one."""
+    return given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
+        "req_" + os.urandom(16).hex()
 
 
 class RequestLog:

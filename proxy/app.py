@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import re
 
 from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
@@ -30,10 +28,13 @@ from proxy.upstream import HttpPool
 
 log = logging.getLogger("switchboard.app")
 
-_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Werkzeug's HTTP errors -> our taxonomy (same status, OpenAI's body)
-_HTTP_ERRORS = {404: errors.NotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
-                415: errors.UnsupportedMediaType}
+_HTTP_ERRORS = {
+    404: lambda exc: errors.NotFound(f"Unknown request URL: {request.method} {request.path}."),
+    405: lambda exc: errors.method_not_allowed(request.method, request.path, exc.valid_methods),
+    413: lambda exc: errors.body_too_large(request.max_content_length),
+    415: lambda exc: errors.UnsupportedMediaType(exc.description),
+}
 
 
 class Gateway:
@@ -92,7 +93,7 @@ def create_app(config: Config | None = None) -> Flask:
     if default is not None and default.spec.type == "echo":
         tokens.encoding_for("")  # echo counts every request: load the tokenizer now, not on one
 
-    for blueprint in (chat.bp, catalog.bp, keys.bp, sessions.bp, feedback.bp, usage.bp, compare.bp,
+    for blueprint in (catalog.bp, keys.bp, sessions.bp, feedback.bp, usage.bp, compare.bp,
                       chain.bp):
         app.register_blueprint(blueprint, url_prefix="/v1")
         # full-path clients (a voice agent's "think" URL) may omit /v1
@@ -104,6 +105,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_error_handler(errors.GatewayError, _gateway_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    app.wsgi_app = chat.ChatEndpoint(app.wsgi_app, gateway, config.max_body_bytes)
     _warn_unavailable_default(gateway)
     _warn_if_open(gateway)
     return app
@@ -115,11 +117,8 @@ _PUBLIC = frozenset(("/", "/health", "/ready"))
 def _start() -> None:
     # request and g are context-local proxies: each look-up costs, so once each
     headers, path = request.headers, request.path
-    given = headers.get("X-Request-Id")
-    request_id = given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
-        "req_" + os.urandom(16).hex()
-    record = RequestLog(request_id, path)
-    g.request_id, g.record = request_id, record
+    record = RequestLog(access_log.request_id(headers.get("X-Request-Id")), path)
+    g.request_id, g.record = record.request_id, record
     if path not in _PUBLIC:
         keys = current_app.extensions["switchboard"].keys
         principal = keys.authenticate(headers)
@@ -144,19 +143,14 @@ def _gateway_error(exc: errors.GatewayError):
 
 
 def _http_error(exc: HTTPException):
-    cls = _HTTP_ERRORS.get(exc.code, errors.InvalidRequest)
-    messages = {404: f"Unknown request URL: {request.method} {request.path}.",
-                405: f"Method {request.method} is not allowed on {request.path}.",
-                413: "The request body is larger than this gateway accepts "
-                     f"({request.max_content_length} bytes; MAX_REQUEST_BYTES)."}
-    return error_response(cls(messages.get(exc.code, exc.description or exc.name),
-                              status=exc.code))
+    build = _HTTP_ERRORS.get(exc.code)
+    return error_response(build(exc) if build else
+                          errors.InvalidRequest(exc.description or exc.name, status=exc.code))
 
 
 def _unexpected_error(exc: Exception):
     log.exception("unhandled error", extra={"fields": {"request_id": g.get("request_id")}})
-    return error_response(errors.GatewayError(
-        "The gateway failed to handle this request; the error is logged with its request id."))
+    return error_response(errors.unexpected())
 
 
 def _warn_if_open(gateway: Gateway) -> None:

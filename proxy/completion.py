@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Mapping
 
 import orjson
-from flask import Response, g
 
 from providers.base import Call
 from proxy import metrics
@@ -14,7 +13,7 @@ from proxy.errors import InvalidRequest
 from proxy.policy import access
 from proxy.policy.keys import OPEN
 from proxy.routing import attempts
-from proxy.respond import reply_response
+from proxy.respond import Answer, reply_response
 from proxy.schema import validate
 
 
@@ -31,9 +30,8 @@ def parse_object(raw: bytes) -> dict:
     return body
 
 
-def track(gateway, record=None) -> None:
+def track(gateway, record) -> None:
     """Log this request as a completion call (once), and count it in flight."""
-    record = record or g.record
     if record.sink is None:
         record.sink = gateway.record
         metrics.InFlight.inc()
@@ -81,10 +79,10 @@ class RecordTracker:
             api_key_id=r.api_key_id, streamed=r.stream))
 
 
-def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
-             session_id: str | None = None) -> Response:
-    track(gateway)
-    record, principal = g.record, g.get("principal") or OPEN
+def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], record,
+             principal=None, session_id: str | None = None) -> Answer:
+    track(gateway, record)
+    principal = principal or OPEN
     call, routes = prepare(gateway, body, raw, headers, principal, request_id=record.request_id,
                            capture=record.pieces, session_id=session_id)
     record.model_requested, record.stream = call.model, call.stream

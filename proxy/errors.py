@@ -73,6 +73,22 @@ class UnsupportedMediaType(GatewayError):
     code = "unsupported_media_type"
 
 
+def body_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes; "
+                           "MAX_REQUEST_BYTES).")
+
+
+def method_not_allowed(method: str, path: str, allowed) -> MethodNotAllowed:
+    return MethodNotAllowed(f"Method {method} is not allowed on {path}.",
+                            headers={"Allow": ", ".join(sorted(allowed))})
+
+
+def unexpected() -> GatewayError:
+    """What the client sees of a bug: the details go to the log, under the request id."""
+    return GatewayError("The gateway failed to handle this request; the error is logged with its "
+                        "request id.")
+
+
 class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"

@@ -1,4 +1,5 @@
-"""Turn a provider's reply into a Flask response.
+"""Turn a provider's reply into an `Answer`: status, headers and body, which
+the WSGI chat path (proxy.fast_chat) sends as is and Flask views wrap.
 
 Errors before the first byte are real HTTP errors: routing.attempts pulls the
 first chunk before the response starts. After it, an error is one OpenAI error event and
@@ -8,6 +9,7 @@ Everything sent is also kept, by reference, for the log (`record.pieces`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import orjson
@@ -23,10 +25,24 @@ log = logging.getLogger("switchboard.relay")
 CostOf = Callable[[str, dict | None], float | None]
 
 
+@dataclass(slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes | Iterator[bytes]  # an iterator streams; closing it closes the upstream
+
+
+def flask_response(answer: Answer) -> Response:
+    return Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+def error_answer(error: errors.GatewayError) -> Answer:
+    return Answer(error.status, {"Content-Type": "application/json", **error.headers},
+                  errors.render(error))
+
+
 def error_response(error: errors.GatewayError) -> Response:
-    response = Response(errors.render(error), status=error.status, mimetype="application/json")
-    response.headers.update(error.headers)
-    return response
+    return flask_response(error_answer(error))
 
 
 def _guarded(chunks: Iterator[bytes], record: RequestLog, close) -> Iterator[bytes]:
@@ -55,26 +71,26 @@ def _internal(record: RequestLog) -> errors.GatewayError:
     return errors.GatewayError("The gateway failed while streaming.", code="internal_error")
 
 
-def _stream(chunks: Iterator[bytes], record: RequestLog, close, headers: dict) -> Response:
+def _stream(chunks: Iterator[bytes], record: RequestLog, close, headers: dict) -> Answer:
     # the first chunk or event was already pulled by routing.attempts.prime, so a
     # failure before it was an HTTP error (or a retry), and the answer has begun
     record.first_byte()
     record.stream = True
-    return Response(_guarded(chunks, record, close), status=200, headers={**STREAM_HEADERS, **headers})
+    return Answer(200, {**STREAM_HEADERS, **headers}, _guarded(chunks, record, close))
 
 
 def _json(body: bytes, status: int, content_type: str, record: RequestLog, cost: float | None,
-          headers: dict) -> Response:
+          headers: dict) -> Answer:
     record.first_byte()
     record.pieces.append(body)
     if cost is not None:
         headers["x-gateway-cost-usd"] = f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
     headers["Content-Type"] = content_type
-    return Response(body, status=status, headers=headers)
+    return Answer(status, headers, body)
 
 
 def reply_response(reply: Reply, call: Call, record: RequestLog, cost_of: CostOf,
-                   headers: dict | None = None) -> Response:
+                   headers: dict | None = None) -> Answer:
     """`headers`: the gateway's own response headers (limits, who served it)."""
     headers = headers or {}
     if isinstance(reply, Relay):
@@ -87,7 +103,7 @@ def reply_response(reply: Reply, call: Call, record: RequestLog, cost_of: CostOf
     return _json(assemble.json_body(completion), 200, "application/json", record, cost, headers)
 
 
-def _relay(reply: Relay, call: Call, record: RequestLog, cost_of: CostOf, headers: dict) -> Response:
+def _relay(reply: Relay, call: Call, record: RequestLog, cost_of: CostOf, headers: dict) -> Answer:
     headers = {**reply.headers, **headers}
     if call.stream and reply.content_type.startswith("text/event-stream"):
         return _stream(reply.chunks, record, reply.close, headers)

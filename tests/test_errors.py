@@ -84,6 +84,23 @@ def test_unknown_route_and_wrong_method(gateway):
     assert r.status_code == 404 and error_of(r)["code"] == "not_found"
     r = requests.get(gateway.url + "/v1/chat/completions", timeout=5)
     assert r.status_code == 405 and error_of(r)["type"] == "invalid_request_error"
+    assert r.headers["allow"] == "POST"
+    r = requests.post(gateway.url + "/v1/models", timeout=5)
+    assert r.status_code == 405 and error_of(r)["code"] == "method_not_allowed"
+    assert "GET" in r.headers["allow"]
+
+
+def chunked(payload: bytes, size: int = 100):
+    """A body without Content-Length: sent with Transfer-Encoding: chunked."""
+    return (payload[i:i + size] for i in range(0, len(payload), size))
+
+
+def test_chunked_request_body_is_read_whole(gateway):
+    text = "word " * 300
+    body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": text}]}).encode()
+    r = post(gateway, chunked(body))
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == text
 
 
 def test_oversized_body_is_413(start_gateway):
@@ -92,6 +109,9 @@ def test_oversized_body_is_413(start_gateway):
     r = post(gw, big)
     assert r.status_code == 413
     assert error_of(r)["code"] == "request_too_large"
+    assert "2000 bytes" in error_of(r)["message"]
+    r = post(gw, chunked(big.encode()))  # no Content-Length: refused once past the limit
+    assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
     assert post(gw, json.dumps({"model": "echo", "messages": HI})).status_code == 200
 
 

@@ -19,6 +19,7 @@ from proxy.completion import complete, parse_object
 from proxy.errors import GatewayError, InvalidRequest, NotFound
 from proxy.log import queries
 from proxy.policy.access import owner, owns
+from proxy.respond import flask_response
 from proxy.routes.feedback import feedback_object
 
 bp = Blueprint("sessions", __name__)
@@ -128,8 +129,9 @@ def send_message(session_id: str):
         session = _owned(conn, session_id)
         history = queries.session_history(conn, session_id)
     # a session turn: the writer stores only the new user message and the answer
-    return complete(current_app.extensions["switchboard"], session_turn(session, history, body),
-                    None, request.headers, session_id=session_id)
+    return flask_response(complete(current_app.extensions["switchboard"],
+                                   session_turn(session, history, body), None, request.headers,
+                                   g.record, g.get("principal"), session_id=session_id))
 
 
 # -- the turn -------------------------------------------------------------------------
