@@ -37,7 +37,10 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true")
     args = ap.parse_args()
     port = free_port()
-    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port)])
+    # like bench/run.py: the fake on core 1, the gateway's process on core 0
+    fake = subprocess.Popen(["taskset", "-c", "1", sys.executable,
+                             str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port)])
+    os.sched_setaffinity(0, {0})
     time.sleep(0.5)
     tmp = tempfile.mkdtemp(prefix="switchboard-logcost-")
     os.environ.update({"PROVIDER_NAME": "openai", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",

@@ -3,10 +3,10 @@ The same record feeds the sidecar log for completion calls."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import time
+from random import getrandbits
 from typing import Callable
 
 import orjson
@@ -56,9 +56,11 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def request_id(given: str | None) -> str:
-    """The client's X-Request-Id when it is a sane token, else a fresh one."""
+    """The client's X-Request-Id when it is a sane token, else a fresh one: 128
+    random bits, from `random` (re-seeded in each forked worker; an id need not be
+    secret, and os.urandom is a system call)."""
     return given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
-        "req_" + os.urandom(16).hex()
+        f"req_{getrandbits(128):032x}"
 
 
 class RequestLog:

@@ -10,7 +10,8 @@ the rows the log writer has written, so /metrics and the log agree.
 from __future__ import annotations
 
 import os
-from collections import deque
+from bisect import bisect_left
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
@@ -79,9 +80,16 @@ class Feed:
         self.push = self._rows.append
 
     def apply(self) -> None:
+        """Add up what was written since the last tick, then update each series
+        once: a multiprocess update takes a lock, checks the pid and writes the
+        mmap, so per-row updates cost ~40 µs a request."""
         rows = self._rows
+        if not rows:
+            return
+        batch = Batch()
         while rows:
-            _apply(rows.popleft())
+            batch.add(rows.popleft())
+        batch.publish()
 
 
 _children: dict[tuple, object] = {}
@@ -96,21 +104,47 @@ def _child(metric, *labels):
     return child
 
 
-def _apply(row: Written) -> None:
-    labels = (row.provider, row.model)
-    _child(REQUESTS, *labels, str(row.status)).inc()
-    if row.latency_s is not None:
-        _child(DURATION, *labels, row.error_type or "").observe(row.latency_s)
-    if row.ttft_s is not None and row.status < 400:
-        _child(TTFT, *labels).observe(row.ttft_s)
-    for kind, count in row.tokens:
-        _child(TOKENS, *labels, kind).inc(count)
-        if kind in ("input", "output"):
-            _child(TOKEN_USAGE, *labels, kind).observe(count)
-    if row.cost:
-        _child(COST, *labels).inc(row.cost)
-    if row.error_type and row.provider != "none":
-        _child(UPSTREAM_ERRORS, row.provider, row.error_type).inc()
+class Batch:
+    """Counter increments and histogram observations, summed per series."""
+
+    def __init__(self):
+        self.counts: dict[tuple, float] = defaultdict(float)
+        self.observed: dict[tuple, list[float]] = defaultdict(list)
+
+    def add(self, row: Written) -> None:
+        labels = (row.provider, row.model)
+        self.counts[(REQUESTS, *labels, str(row.status))] += 1
+        if row.latency_s is not None:
+            self.observed[(DURATION, *labels, row.error_type or "")].append(row.latency_s)
+        if row.ttft_s is not None and row.status < 400:
+            self.observed[(TTFT, *labels)].append(row.ttft_s)
+        for kind, count in row.tokens:
+            self.counts[(TOKENS, *labels, kind)] += count
+            if kind in ("input", "output"):
+                self.observed[(TOKEN_USAGE, *labels, kind)].append(count)
+        if row.cost:
+            self.counts[(COST, *labels)] += row.cost
+        if row.error_type and row.provider != "none":
+            self.counts[(UPSTREAM_ERRORS, row.provider, row.error_type)] += 1
+
+    def publish(self) -> None:
+        for (metric, *labels), amount in self.counts.items():
+            _child(metric, *labels).inc(amount)
+        for (metric, *labels), values in self.observed.items():
+            _observe_all(_child(metric, *labels), values)
+
+
+def _observe_all(histogram, values: list[float]) -> None:
+    """`observe` each value, with one update per bucket touched. prometheus_client
+    (pinned) has no batch observe; a child keeps its bucket counters in `_buckets`
+    against `_upper_bounds` (each bucket counts values up to its bound; the scrape
+    makes them cumulative) and the total in `_sum`."""
+    bounds, per_bucket = histogram._upper_bounds, defaultdict(int)
+    for value in values:
+        per_bucket[bisect_left(bounds, value)] += 1
+    histogram._sum.inc(sum(values))
+    for index, count in per_bucket.items():
+        histogram._buckets[index].inc(count)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -2,7 +2,7 @@
 
 The one endpoint that carries the traffic skips Flask's request context, URL
 map, hooks and Response objects: together they cost about a third of the app's
-CPU per call (bench/app_cost.py). Everything else goes on to Flask. The request
+CPU per call (bench/log_cost.py). Everything else goes on to Flask. The request
 id, key check, access line, sidecar log and error bodies are the same ones the
 Flask views use.
 """
