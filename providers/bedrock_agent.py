@@ -109,15 +109,15 @@ class AgentReader:
             self.prompt += found[0]
             self.completion += found[1]
 
-    def finish(self, input_text: str, model: str) -> list[Event]:
+    def finish(self, input_text: str) -> list[Event]:
         tail = self.decoder.decode(b"", final=True)
         out: list[Event] = [TextDelta(tail)] if tail else []
         self.answer.append(tail)
         if self.traced:
             usage = Usage(self.prompt, self.completion)
         else:
-            usage = Usage(tokens.count_text(input_text, model),
-                          tokens.count_text("".join(self.answer), model), estimated=True)
+            usage = Usage(tokens.estimate_text(input_text),
+                          tokens.estimate_text("".join(self.answer)), estimated=True)
         return [*out, Finish("stop"), usage]
 
 
@@ -156,4 +156,4 @@ class BedrockAgentProvider(aws.BotoProvider):
             stream = self.client.get().invoke_agent(**request)["completion"]
         reader = AgentReader(call.request_id)
         return self.relay(stream, [ResponseMeta(model=call.model)], reader.events,
-                          lambda: reader.finish(request["inputText"], call.model))
+                          lambda: reader.finish(request["inputText"]))

@@ -39,3 +39,13 @@ def test_a_tampered_vocabulary_is_refused(monkeypatch):
 def test_estimate_never_tokenises():
     assert tokens.estimate_bytes(400_000) == 100_000
     assert tokens.estimate_bytes(0) == 1
+
+
+def test_estimates_need_no_tokenizer():
+    assert tokens.estimate_text("") == 0
+    assert tokens.estimate_text("abcd") == 1 and tokens.estimate_text("abcde") == 2
+    assert tokens.estimate_text("é" * 4) == 2  # by UTF-8 bytes
+    # the framing of count_messages: 3 per reply, 3 per message, 1 for the role
+    assert tokens.estimate_messages([{"role": "user", "content": "hi there"}]) == 3 + 3 + 1 + 2
+    assert tokens.estimate_messages([{"role": "user", "content": [
+        {"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {"url": "x"}}]}]) == 8

@@ -72,11 +72,9 @@ class RowWriter:
             return usage_tokens(summary.usage), False
         if entry.status >= 400 or not entry.messages:
             return (None, None, None, None), False
-        # no usage from upstream (cut-off stream, provider without usage): count it
-        model = entry.model_upstream or ""
-        prompt = tokens.count_messages(entry.messages, model)
-        completion = tokens.count_text(summary.text, model) if summary.text else 0
-        return (prompt, completion, 0, 0), True
+        # no usage from upstream (cut-off stream, provider without usage): estimate it
+        return (tokens.estimate_messages(entry.messages), tokens.estimate_text(summary.text or ""),
+                0, 0), True
 
     @staticmethod
     def _ensure_session(conn, entry: Entry) -> None:
