@@ -8,7 +8,7 @@ load_dotenv()
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
-worker_class = "gevent"
+worker_class = "proxy.server.Worker"  # gunicorn's gevent worker, serving with gevent's pywsgi
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", 1000))
 # gevent workers heartbeat from their own greenlet, so `timeout` only kills a
 # worker whose loop is blocked: it never cuts a long stream.

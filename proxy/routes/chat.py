@@ -68,8 +68,9 @@ def read_body(environ, limit: int) -> bytes:
         if size > limit:
             raise errors.body_too_large(limit)
         return stream.read(size)
-    if not environ.get("wsgi.input_terminated"):  # no length, no chunked framing: no body
-        return b""
+    if not (environ.get("wsgi.input_terminated") or
+            "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()):
+        return b""  # no length and no chunked framing: no body (reading could block)
     raw = stream.read(limit + 1)
     if len(raw) > limit:
         raise errors.body_too_large(limit)
