@@ -7,6 +7,7 @@ stream is being read.
 """
 from __future__ import annotations
 
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -51,10 +52,7 @@ def transport_errors(provider: str):
         raise UpstreamError(f"could not reach {provider}: {type(exc).__name__}") from None
 
 
-def _complete_event_buffered(raw) -> bool:
-    """Whether the parser already holds another whole event (no socket read needed)."""
-    buffered = getattr(raw, "_body_buffer", None)
-    return bool(buffered) and (b"\n\n" in buffered or b"\r\n\r\n" in buffered)
+_EVENT_END = re.compile(rb"\r?\n\r?\n")  # the blank line that ends an SSE event
 
 
 class UpstreamResponse:
@@ -91,32 +89,42 @@ class UpstreamResponse:
     def event_batches(self) -> Iterator[list[bytes]]:
         """The same blocks, grouped: a batch holds the events that had already
         arrived together, so a relay writes them to the client in one write (an
-        event that arrives alone is still sent alone, at once)."""
-        raw, readline = self._raw, self._raw.readline
-        block: list[bytes] = []
-        batch: list[bytes] = []
+        event that arrives alone is still sent alone, at once). Events are cut
+        where they end in the client library's own body buffer, one search per
+        read from the socket rather than a call per line."""
+        raw = self._raw
+        buffer = raw._body_buffer  # what the parser has decoded (de-chunked) so far
         with transport_errors(self.provider):
             while True:
-                line = readline(b"\n")
-                if not line:
-                    # readline drops a last line that has no newline; keep it
-                    rest = raw.read()
-                    if rest:
-                        block.append(rest)
-                    break
-                block.append(line)
-                if line == b"\n" or line == b"\r\n":
+                batch, start = [], 0
+                for end in _EVENT_END.finditer(buffer):
+                    batch.append(bytes(buffer[start:end.end()]))
+                    start = end.end()
+                if batch:
+                    del buffer[:start]
                     if self._deadline is not None and time.monotonic() > self._deadline:
                         raise UpstreamTimeout(f"{self.provider} exceeded its total time limit")
-                    batch.append(b"".join(block))
-                    block = []
-                    if not _complete_event_buffered(raw):
-                        yield batch
-                        batch = []
-        if block:
-            batch.append(b"".join(block))
-        if batch:
-            yield batch
+                    yield batch
+                elif raw.message_complete or not self._receive():
+                    break
+            if buffer:  # a last event without its blank line
+                yield [bytes(buffer)]
+                del buffer[:]
+
+    def _receive(self) -> bool:
+        """Read from the socket into the parser's buffer; False once there is no more."""
+        raw = self._raw
+        if raw.message_complete or raw._sock is None:
+            return False
+        try:
+            data = raw._sock.recv(raw.block_size)
+            raw.feed(data)
+            if not data and not raw.message_complete:
+                raise HTTPParseError("connection closed before the end of the body")
+        except BaseException:
+            raw.release()
+            raise
+        return True
 
     def close(self) -> None:
         """Give a finished connection back to the pool; close an unfinished one at once."""
