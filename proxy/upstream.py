@@ -8,6 +8,7 @@ stream is being read.
 from __future__ import annotations
 
 import re
+import select
 import socket
 import time
 from contextlib import contextmanager
@@ -17,6 +18,12 @@ from urllib.parse import urlsplit
 
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPParseError
+
+try:
+    from gevent import monkey
+    _poll = monkey.get_original("select", "poll")
+except ImportError:  # pragma: no cover - gevent is a dependency
+    from select import poll as _poll
 
 from proxy.errors import UpstreamError, UpstreamTimeout
 
@@ -55,6 +62,20 @@ def transport_errors(provider: str):
 # the blank line that ends an SSE event (LF or CRLF); starting with a literal \n lets
 # the regex engine skip to each newline instead of trying every byte (~4x faster)
 _EVENT_END = re.compile(rb"\n\r?\n")
+
+
+def idle_and_open(sock) -> bool:
+    """Whether a pooled keep-alive connection can carry the next request: open, and
+    with nothing to read (readable while idle means the server closed it, or sent
+    something it should not have)."""
+    try:
+        if sock is None or sock.fileno() < 0:
+            return False
+        poller = _poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 class UpstreamResponse:
@@ -159,6 +180,9 @@ class HttpPool:
                                 connection_timeout=timeouts.connect,
                                 network_timeout=timeouts.first_byte,
                                 headers={"Accept-Encoding": "identity"})
+            # the pool checks each idle connection before reuse with gevent's select,
+            # ~40 µs a request; one real, non-blocking poll() tells the same
+            client._connection_pool._is_socket_alive = idle_and_open
             self._clients[key] = client
         return client
 

@@ -1,7 +1,9 @@
-"""proxy/upstream.py cuts an upstream's SSE body into events as they arrive: byte
-for byte, whatever the line endings and however the upstream splits its writes."""
+"""proxy/upstream.py against real sockets: an SSE body cut into events as they
+arrive (byte for byte, whatever the line endings and however the upstream splits
+its writes), cut-off bodies, and pooled connections the upstream closed."""
 import socket
 import threading
+import time
 
 import pytest
 
@@ -67,6 +69,35 @@ def test_an_upstream_cut_mid_body_is_an_upstream_error():
             for batch in resp.event_batches():
                 got.append(batch)
         assert got == [[EVENTS[0]]]
+    finally:
+        pool.close()
+        listener.close()
+
+
+def test_a_pooled_connection_the_upstream_closed_is_not_reused():
+    """The upstream answers, then closes the connection without saying so: the next
+    request must go out on a new connection, not fail on the dead one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    accepted = []
+
+    def answer_once_per_connection():
+        for _ in range(2):
+            conn, _ = listener.accept()
+            accepted.append(conn)
+            conn.recv(65536)
+            conn.sendall(answer)
+            conn.close()
+
+    threading.Thread(target=answer_once_per_connection, daemon=True).start()
+    pool = HttpPool()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    try:
+        for _ in range(2):
+            resp = pool.request("POST", url, headers={}, body=b"{}")
+            assert resp.read() == b"{}"
+            time.sleep(0.1)  # the close reaches the pooled socket
+        assert len(accepted) == 2
     finally:
         pool.close()
         listener.close()
