@@ -39,7 +39,8 @@ def read_headers(fp) -> OldMessage:
 
 
 class Handler(PyWSGIHandler):
-    """Request headers read by `read_headers`.
+    """Request headers read by `read_headers`; an idle connection closed after
+    gunicorn's `keepalive` seconds.
 
     Once the worker stops accepting (SIGTERM, a graceful restart), the next answer
     on each keep-alive connection says `Connection: close` and is the connection's
@@ -57,6 +58,13 @@ class Handler(PyWSGIHandler):
     # the app writes one access line per request itself (proxy/access_log.py);
     # gunicorn's own costs ~3% of a request: only when its access log is configured
     gunicorn_access_log = False
+    idle_timeout_s: float | None = None  # gunicorn's `keepalive`, set by the Worker
+
+    def handle(self):
+        # pywsgi waits for a client's next request (or the rest of a body) forever;
+        # like gunicorn's keepalive, a connection silent that long is closed
+        self.socket.settimeout(self.idle_timeout_s)
+        super().handle()
 
     def log_request(self):
         if self.gunicorn_access_log:
@@ -68,6 +76,7 @@ class Worker(GeventPyWSGIWorker):
 
     def run(self):
         Handler.gunicorn_access_log = bool(self.cfg.accesslog)
+        Handler.idle_timeout_s = self.cfg.keepalive or None
         # The log writer is an OS thread running Python: while it holds the GIL a
         # request that has just arrived waits, by default up to 5 ms before the
         # interpreter makes the writer let go. 0.5 ms bounds that wait.

@@ -55,3 +55,22 @@ def test_two_requests_on_one_connection(gateway):
     answer = exchange(gateway, request() + request())
     assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert answer.count(b'"content": "hi there"') == 2
+
+
+def test_a_silent_connection_is_closed_after_keepalive_seconds(start_gateway):
+    gw = start_gateway({"KEEPALIVE": "1"})
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        sock.settimeout(10)
+        rest = b"".join(iter(lambda: sock.recv(65536), b""))  # ends when the gateway closes
+        assert b"HTTP/1.1" not in rest
+
+
+def test_a_body_that_stops_coming_is_408(start_gateway):
+    gw = start_gateway({"KEEPALIVE": "1"})
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request()[:-10])  # the last bytes of the body never come
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"code": "request_timeout"' in answer

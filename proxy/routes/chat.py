@@ -59,6 +59,14 @@ class ChatEndpoint:
 
 def read_body(environ, limit: int) -> bytes:
     """The request body, refused (413) past `limit` before it is read."""
+    try:
+        return _read_body(environ, limit)
+    except OSError:  # the client went silent (the worker's idle timeout) or away mid-body
+        raise errors.GatewayError("The request body did not arrive in time.", status=408,
+                                  type="invalid_request_error", code="request_timeout") from None
+
+
+def _read_body(environ, limit: int) -> bytes:
     stream, length = environ["wsgi.input"], environ.get("CONTENT_LENGTH")
     if length:
         try:
