@@ -10,6 +10,8 @@ import sys
 from gevent.pywsgi import OldMessage
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
+from proxy.sse import DONE
+
 SWITCH_INTERVAL_S = 0.0005
 MAX_LINE, MAX_HEADERS = 65536, 100  # http.client's limits, which pywsgi applies
 _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
@@ -40,7 +42,7 @@ def read_headers(fp) -> OldMessage:
 
 class Handler(PyWSGIHandler):
     """Request headers read by `read_headers`; an idle connection closed after
-    gunicorn's `keepalive` seconds.
+    gunicorn's `keepalive` seconds; a stream's end sent with its last chunk.
 
     Once the worker stops accepting (SIGTERM, a graceful restart), the next answer
     on each keep-alive connection says `Connection: close` and is the connection's
@@ -49,6 +51,24 @@ class Handler(PyWSGIHandler):
 
     def MessageClass(self, fp, *_):  # noqa: N802 - pywsgi's name
         return read_headers(fp)
+
+    def process_result(self):
+        """pywsgi's, except that a stream's `data: [DONE]` (after which nothing may
+        come) goes out in one write with the body's last chunk, instead of that
+        empty chunk taking a system call of its own."""
+        ended = False
+        for data in self.result:
+            if not data or ended:
+                continue  # the iterator still runs to its end: the stream finishes normally
+            if self.headers_sent and self.response_use_chunked and data.endswith(DONE):
+                self._sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+                ended = True
+            else:
+                self.write(data)
+        if self.status and not self.headers_sent:
+            self.write(b"")  # an empty body: the head still goes out
+        if self.response_use_chunked and not ended:
+            self._sendall(b"0\r\n\r\n")
 
     def start_response(self, status, headers, exc_info=None):
         if self.server.closed:

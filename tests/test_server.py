@@ -74,3 +74,28 @@ def test_a_body_that_stops_coming_is_408(start_gateway):
         answer = b"".join(iter(lambda: sock.recv(65536), b""))
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b'"code": "request_timeout"' in answer
+
+
+def dechunk(raw: bytes) -> tuple[bytes, bytes]:
+    """(body, what follows the last chunk) of a chunked HTTP/1.1 body."""
+    body = b""
+    while True:
+        size_line, raw = raw.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if size == 0:
+            assert raw.startswith(b"\r\n")
+            return body, raw[2:]
+        body, raw = body + raw[:size], raw[size:]
+        assert raw.startswith(b"\r\n")
+        raw = raw[2:]
+
+
+def test_a_stream_ends_with_done_then_the_last_chunk(gateway):
+    streamed = json.dumps({"model": "echo", "stream": True,
+                           "messages": [{"role": "user", "content": "one two three"}]})
+    answer = exchange(gateway, request(streamed, extra=b"Connection: close\r\n"))
+    head, chunked = answer.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in head
+    body, after = dechunk(chunked)
+    assert body.endswith(b"data: [DONE]\n\n") and after == b""
+    assert body.count(b"data: ") == body.count(b"\n\n")
