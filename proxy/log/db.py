@@ -18,6 +18,21 @@ def path_from_url(url: str) -> str:
     return url.removeprefix("sqlite:///") or "gateway.db"
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch a new database to WAL. The switch needs the file to itself and SQLite
+    does not wait for it (busy_timeout does not apply): workers that start together
+    on a new database find it locked while the first one migrates, so retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def connect(path: str) -> sqlite3.Connection:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +40,7 @@ def connect(path: str) -> sqlite3.Connection:
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
