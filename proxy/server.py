@@ -49,6 +49,11 @@ class Handler(PyWSGIHandler):
     last: clients reconnect to a live worker and what is in flight finishes. Alone,
     pywsgi would go on serving them until the graceful timeout kills its handlers."""
 
+    # the app writes one access line per request itself (proxy/access_log.py);
+    # gunicorn's own costs ~3% of a request: only when its access log is configured
+    gunicorn_access_log = False
+    idle_timeout_s: float | None = None  # gunicorn's `keepalive`, set by the Worker
+
     def MessageClass(self, fp, *_):  # noqa: N802 - pywsgi's name
         return read_headers(fp)
 
@@ -74,11 +79,6 @@ class Handler(PyWSGIHandler):
         if self.server.closed:
             headers = [*headers, ("Connection", "close")]
         return super().start_response(status, headers, exc_info)
-
-    # the app writes one access line per request itself (proxy/access_log.py);
-    # gunicorn's own costs ~3% of a request: only when its access log is configured
-    gunicorn_access_log = False
-    idle_timeout_s: float | None = None  # gunicorn's `keepalive`, set by the Worker
 
     def handle(self):
         # pywsgi waits for a client's next request (or the rest of a body) forever;
