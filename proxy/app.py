@@ -18,7 +18,7 @@ from proxy.policy.budget import Budgets
 from proxy.policy.gate import RateGate
 from proxy.policy.keys import MASTER, KeyStore
 from proxy.policy.ratelimit import make_limiter, parse_rate
-from proxy.respond import error_response
+from proxy.respond import error_response, failure_answer, flask_response
 from proxy.routes import (catalog, chain, chat, compare, feedback, health, keys, sessions,
                           usage)
 from proxy.routing import breaker
@@ -102,9 +102,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     app.before_request(_start)
     app.after_request(_finish)
-    app.register_error_handler(errors.GatewayError, _gateway_error)
+    app.register_error_handler(errors.GatewayError, _failure)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected_error)
+    app.register_error_handler(Exception, _failure)
     app.wsgi_app = chat.ChatEndpoint(app.wsgi_app, gateway, config.max_body_bytes)
     _warn_unavailable_default(gateway)
     _warn_if_open(gateway)
@@ -136,21 +136,14 @@ def _finish(response):
     return response
 
 
-def _gateway_error(exc: errors.GatewayError):
-    if g.get("record") is not None:
-        g.record.error = exc.code or exc.type
-    return error_response(exc)
+def _failure(exc: Exception):
+    return flask_response(failure_answer(exc, g.get("record")))
 
 
 def _http_error(exc: HTTPException):
     build = _HTTP_ERRORS.get(exc.code)
     return error_response(build(exc) if build else
                           errors.InvalidRequest(exc.description or exc.name, status=exc.code))
-
-
-def _unexpected_error(exc: Exception):
-    log.exception("unhandled error", extra={"fields": {"request_id": g.get("request_id")}})
-    return error_response(errors.unexpected())
 
 
 def _warn_if_open(gateway: Gateway) -> None:

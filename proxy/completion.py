@@ -80,9 +80,8 @@ class RecordTracker:
 
 
 def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], record,
-             principal=None, session_id: str | None = None) -> Answer:
+             principal, session_id: str | None = None) -> Answer:
     track(gateway, record)
-    principal = principal or OPEN
     call, routes = prepare(gateway, body, raw, headers, principal, request_id=record.request_id,
                            capture=record.pieces, session_id=session_id)
     record.model_requested, record.stream = call.model, call.stream

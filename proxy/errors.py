@@ -73,22 +73,6 @@ class UnsupportedMediaType(GatewayError):
     code = "unsupported_media_type"
 
 
-def body_too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes; "
-                           "MAX_REQUEST_BYTES).")
-
-
-def method_not_allowed(method: str, path: str, allowed) -> MethodNotAllowed:
-    return MethodNotAllowed(f"Method {method} is not allowed on {path}.",
-                            headers={"Allow": ", ".join(sorted(allowed))})
-
-
-def unexpected() -> GatewayError:
-    """What the client sees of a bug: the details go to the log, under the request id."""
-    return GatewayError("The gateway failed to handle this request; the error is logged with its "
-                        "request id.")
-
-
 class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
@@ -106,6 +90,22 @@ class UpstreamTimeout(GatewayError):
     status = 504
     type = "server_error"
     code = "upstream_timeout"
+
+
+def body_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes; "
+                           "MAX_REQUEST_BYTES).")
+
+
+def method_not_allowed(method: str, path: str, allowed) -> MethodNotAllowed:
+    return MethodNotAllowed(f"Method {method} is not allowed on {path}.",
+                            headers={"Allow": ", ".join(sorted(allowed))})
+
+
+def unexpected() -> GatewayError:
+    """What the client sees of a bug: the details go to the log, under the request id."""
+    return GatewayError("The gateway failed to handle this request; the error is logged with its "
+                        "request id.")
 
 
 def render(error: GatewayError) -> bytes:

@@ -37,6 +37,9 @@ UPSTREAM_ERRORS = Counter("switchboard_upstream_errors", "Failed provider calls,
                           ("gen_ai_provider_name", "error_type"))
 IN_FLIGHT = Gauge("switchboard_requests_in_flight", "Chat completions being served",
                   multiprocess_mode="livesum")
+QUEUE_DEPTH = Gauge("switchboard_log_queue_depth", "Rows waiting for the log writer",
+                    multiprocess_mode="livesum")
+DROPPED = Counter("switchboard_log_rows_dropped", "Log rows dropped (queue full or unwritable)")
 
 
 class InFlight:
@@ -52,9 +55,6 @@ class InFlight:
     @classmethod
     def dec(cls) -> None:
         cls.count -= 1
-QUEUE_DEPTH = Gauge("switchboard_log_queue_depth", "Rows waiting for the log writer",
-                    multiprocess_mode="livesum")
-DROPPED = Counter("switchboard_log_rows_dropped", "Log rows dropped (queue full or unwritable)")
 
 
 @dataclass(slots=True, frozen=True)
@@ -95,12 +95,11 @@ class Feed:
 _children: dict[tuple, object] = {}
 
 
-def _child(metric, *labels):
-    """`metric.labels(*labels)`, cached: label lookups cost more than the update."""
-    key = (metric, labels)
-    child = _children.get(key)
+def _child(series: tuple):
+    """The child of `(metric, *labels)`, cached: label lookups cost more than the update."""
+    child = _children.get(series)
     if child is None:
-        child = _children[key] = metric.labels(*labels)
+        child = _children[series] = series[0].labels(*series[1:])
     return child
 
 
@@ -128,10 +127,10 @@ class Batch:
             self.counts[(UPSTREAM_ERRORS, row.provider, row.error_type)] += 1
 
     def publish(self) -> None:
-        for (metric, *labels), amount in self.counts.items():
-            _child(metric, *labels).inc(amount)
-        for (metric, *labels), values in self.observed.items():
-            _observe_all(_child(metric, *labels), values)
+        for series, amount in self.counts.items():
+            _child(series).inc(amount)
+        for series, values in self.observed.items():
+            _observe_all(_child(series), values)
 
 
 def _observe_all(histogram, values: list[float]) -> None:

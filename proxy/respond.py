@@ -1,5 +1,5 @@
 """Turn a provider's reply into an `Answer`: status, headers and body, which
-the WSGI chat path (proxy.fast_chat) sends as is and Flask views wrap.
+the WSGI chat endpoint (proxy.routes.chat) sends as is and Flask views wrap.
 
 Errors before the first byte are real HTTP errors: routing.attempts pulls the
 first chunk before the response starts. After it, an error is one OpenAI error event and
@@ -21,6 +21,7 @@ from proxy.access_log import RequestLog
 from proxy.sse import DONE, STREAM_HEADERS
 
 log = logging.getLogger("switchboard.relay")
+_app_log = logging.getLogger("switchboard.app")  # where a request's unhandled error goes
 
 CostOf = Callable[[str, dict | None], float | None]
 
@@ -43,6 +44,18 @@ def error_answer(error: errors.GatewayError) -> Answer:
 
 def error_response(error: errors.GatewayError) -> Response:
     return flask_response(error_answer(error))
+
+
+def failure_answer(exc: Exception, record: RequestLog | None) -> Answer:
+    """The answer to a request that raised `exc`: a gateway error as it is (noted on
+    the request's record), anything else logged and shown only as a bug."""
+    if isinstance(exc, errors.GatewayError):
+        if record is not None:
+            record.error = exc.code or exc.type
+        return error_answer(exc)
+    request_id = record.request_id if record is not None else None
+    _app_log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+    return error_answer(errors.unexpected())
 
 
 def _guarded(chunks: Iterator[bytes], record: RequestLog, close) -> Iterator[bytes]:

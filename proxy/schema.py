@@ -112,8 +112,9 @@ class ResponseFormat(TypedDict):
     json_schema: Opt[dict[str, Any] | None]
 
 
-def _within(**bounds):
-    return Opt[Annotated[Union[float, None], Field(**bounds)]]
+def _within(kind: type, **bounds):
+    """An optional number within bounds (`None` allowed: clients send explicit nulls)."""
+    return Opt[Annotated[Union[kind, None], Field(**bounds)]]
 
 
 @_OPEN
@@ -122,16 +123,16 @@ class ChatRequest(TypedDict):
     messages: Annotated[list[Annotated[Message, AfterValidator(_content_rules)]], Field(min_length=1)]
     stream: Opt[bool | None]
     stream_options: Opt[StreamOptions | None]
-    max_tokens: Opt[Annotated[Union[int, None], Field(ge=1)]]
-    max_completion_tokens: Opt[Annotated[Union[int, None], Field(ge=1)]]
-    n: Opt[Annotated[Union[int, None], Field(ge=1, le=128)]]
-    temperature: _within(ge=0, le=2)
-    top_p: _within(ge=0, le=1)
-    presence_penalty: _within(ge=-2, le=2)
-    frequency_penalty: _within(ge=-2, le=2)
+    max_tokens: _within(int, ge=1)
+    max_completion_tokens: _within(int, ge=1)
+    n: _within(int, ge=1, le=128)
+    temperature: _within(float, ge=0, le=2)
+    top_p: _within(float, ge=0, le=1)
+    presence_penalty: _within(float, ge=-2, le=2)
+    frequency_penalty: _within(float, ge=-2, le=2)
     stop: Opt[Union[str, list[str], None]]
     logprobs: Opt[bool | None]
-    top_logprobs: Opt[Annotated[Union[int, None], Field(ge=0, le=20)]]
+    top_logprobs: _within(int, ge=0, le=20)
     logit_bias: Opt[dict[str, float] | None]
     seed: Opt[int | None]
     user: Opt[str | None]

@@ -30,17 +30,16 @@ def ask_upstream(call: Call) -> bool:
 def hide(batches: Iterator[list[bytes]], capture: list[bytes]) -> Iterator[list[bytes]]:
     """Batches of event blocks (see UpstreamResponse.event_batches), usage taken out."""
     for batch in batches:
-        yield [_without_usage(block, capture) for block in batch if not _is_usage(block, capture)]
+        kept = []
+        for block in batch:
+            if b'"choices":[]' in block and b'"usage":{' in block:
+                capture.append(block)  # the usage chunk: for the log only
+            else:
+                kept.append(_without_usage(block))
+        yield kept
 
 
-def _is_usage(block: bytes, capture: list[bytes]) -> bool:
-    if b'"choices":[]' in block and b'"usage":{' in block:
-        capture.append(block)
-        return True
-    return False
-
-
-def _without_usage(block: bytes, capture: list[bytes]) -> bytes:
+def _without_usage(block: bytes) -> bytes:
     if b'"usage":null' in block:
         return block.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
     return block

@@ -92,13 +92,16 @@ def message_text(message: dict) -> str:
     return content or ""
 
 
+def _framed(messages: list[dict], count_text, count_role) -> int:
+    """OpenAI's framing of a conversation: per reply, per message, its role, its text."""
+    return TOKENS_PER_REPLY + sum(TOKENS_PER_MESSAGE + count_role(m.get("role", ""))
+                                  + count_text(message_text(m)) for m in messages)
+
+
 def count_messages(messages: list[dict], model: str = "") -> int:
     enc = encoding_for(model)
-    total = TOKENS_PER_REPLY
-    for message in messages:
-        total += TOKENS_PER_MESSAGE + len(enc.encode(message_text(message), disallowed_special=()))
-        total += len(enc.encode(message.get("role", ""), disallowed_special=()))
-    return total
+    count = lambda text: len(enc.encode(text, disallowed_special=()))  # noqa: E731
+    return _framed(messages, count, count)
 
 
 def estimate_bytes(size: int) -> int:
@@ -113,6 +116,6 @@ def estimate_text(text: str) -> int:
 
 
 def estimate_messages(messages: list[dict]) -> int:
-    """`count_messages`, estimated: the same framing, each text by its length."""
-    return TOKENS_PER_REPLY + sum(TOKENS_PER_MESSAGE + 1 + estimate_text(message_text(m))
-                                  for m in messages)
+    """`count_messages`, estimated: the same framing, each text by its length (a
+    role is one token)."""
+    return _framed(messages, estimate_text, lambda role: 1)

@@ -7,7 +7,6 @@ stream is being read.
 """
 from __future__ import annotations
 
-import re
 import select
 import socket
 import time
@@ -26,6 +25,7 @@ except ImportError:  # pragma: no cover - gevent is a dependency
     from select import poll as _poll
 
 from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.sse import EVENT_END
 
 POOL_SIZE = 512
 
@@ -57,11 +57,6 @@ def transport_errors(provider: str):
         raise UpstreamTimeout(f"{provider} did not answer in time") from None
     except (OSError, HTTPParseError) as exc:
         raise UpstreamError(f"could not reach {provider}: {type(exc).__name__}") from None
-
-
-# the blank line that ends an SSE event (LF or CRLF); starting with a literal \n lets
-# the regex engine skip to each newline instead of trying every byte (~4x faster)
-_EVENT_END = re.compile(rb"\n\r?\n")
 
 
 def idle_and_open(sock) -> bool:
@@ -120,7 +115,7 @@ class UpstreamResponse:
         with transport_errors(self.provider):
             while True:
                 batch, start = [], 0
-                for end in _EVENT_END.finditer(buffer):
+                for end in EVENT_END.finditer(buffer):
                     batch.append(bytes(buffer[start:end.end()]))
                     start = end.end()
                 if batch:
@@ -137,7 +132,7 @@ class UpstreamResponse:
     def _receive(self) -> bool:
         """Read from the socket into the parser's buffer; False once there is no more."""
         raw = self._raw
-        if raw.message_complete or raw._sock is None:
+        if raw._sock is None:
             return False
         try:
             data = raw._sock.recv(raw.block_size)

@@ -8,7 +8,7 @@ Flask views use.
 """
 from __future__ import annotations
 
-import logging
+from functools import cache
 
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.http import HTTP_STATUS_CODES
@@ -16,9 +16,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from proxy import access_log, errors
 from proxy.access_log import RequestLog
 from proxy.completion import complete, parse_object, track
-from proxy.respond import Answer, error_answer
-
-log = logging.getLogger("switchboard.app")
+from proxy.respond import Answer, failure_answer
 
 PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))  # full-path clients omit /v1
 
@@ -37,12 +35,8 @@ class ChatEndpoint:
         record = RequestLog(access_log.request_id(headers.get("X-Request-Id")), path)
         try:
             answer = self._answer(environ, headers, record)
-        except errors.GatewayError as exc:
-            record.error = exc.code or exc.type
-            answer = error_answer(exc)
-        except Exception:
-            log.exception("unhandled error", extra={"fields": {"request_id": record.request_id}})
-            answer = error_answer(errors.unexpected())
+        except Exception as exc:
+            answer = failure_answer(exc, record)
         return send(answer, record, start_response)
 
     def _answer(self, environ, headers: EnvironHeaders, record: RequestLog) -> Answer:
@@ -117,12 +111,7 @@ class ClosingBody:
             self.on_close()
 
 
-_STATUS_LINES: dict[int, str] = {}
-
-
+@cache
 def status_line(code: int) -> str:
     """`200 OK`, as werkzeug writes it for the Flask views."""
-    line = _STATUS_LINES.get(code)
-    if line is None:
-        line = _STATUS_LINES[code] = f"{code} {HTTP_STATUS_CODES.get(code, 'unknown').upper()}"
-    return line
+    return f"{code} {HTTP_STATUS_CODES.get(code, 'unknown').upper()}"

@@ -131,7 +131,7 @@ def send_message(session_id: str):
     # a session turn: the writer stores only the new user message and the answer
     return flask_response(complete(current_app.extensions["switchboard"],
                                    session_turn(session, history, body), None, request.headers,
-                                   g.record, g.get("principal"), session_id=session_id))
+                                   g.record, g.principal, session_id=session_id))
 
 
 # -- the turn -------------------------------------------------------------------------
