@@ -79,6 +79,8 @@ class Relay:
     chunks: Iterator[bytes]
     close: Callable[[], None]
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: a whole JSON answer, already decoded by the relay's check (for its usage)
+    answer: dict | None = None
 
 
 Reply = Union[Relay, Iterator[Event]]
@@ -106,6 +108,9 @@ class Call:
     #: bytes the log should see that the client does not (usage the gateway asked
     #: for on the client's behalf); the gateway reads them after the response
     capture: list[bytes] = field(default_factory=list)
+    #: values no answer may carry back to the client or the log (the gateway's
+    #: keys, the caller's own virtual key), as bytes for a relay's byte search
+    secrets: tuple[bytes, ...] = ()
 
     def body_bytes(self) -> bytes:
         if self.raw is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from providers.base import Call, CompletionProvider, Preset, Relay
 from providers.registry import register
-from proxy import stream_usage
-from proxy.errors import from_upstream, openai_error_fields
+from proxy import relay_check, stream_usage
+from proxy.errors import openai_error_fields, relayed_from_upstream
 from proxy.redact import scrub
 from proxy.relay_headers import forwarded
 
@@ -56,13 +56,15 @@ class OpenAICompatible(CompletionProvider):
         content_type = resp.header("content-type", "application/json")
         headers = forwarded(resp.headers())
         if call.stream and content_type.startswith("text/event-stream"):
-            batches = self.relay_stream(resp.event_batches())
+            batches = relay_check.stream(self.relay_stream(resp.event_batches()), self.name,
+                                         call.secrets)
             if hidden_usage:
                 batches = stream_usage.hide(batches, call.capture)
             chunks = (b"".join(batch) for batch in batches if batch)
             return Relay(resp.status, content_type, chunks, resp.close, headers)
-        return Relay(resp.status, content_type, iter((self.relay_body(resp.read()),)),
-                     resp.close, headers)
+        body, answer = relay_check.whole_body(self.relay_body(resp.read()), self.name,
+                                              call.secrets)
+        return Relay(resp.status, content_type, iter((body,)), resp.close, headers, answer)
 
     # Hooks for OpenAI dialects (Azure) that need light normalisation.
     def relay_stream(self, batches):
@@ -76,4 +78,4 @@ class OpenAICompatible(CompletionProvider):
         fields = openai_error_fields(body)
         fields["message"] = scrub(fields["message"], self.secrets())
         keep = {k: v for k, v in forwarded(headers).items() if k == "retry-after"}
-        return from_upstream(status, provider=self.name, headers=keep, **fields)
+        return relayed_from_upstream(status, provider=self.name, headers=keep, **fields)

@@ -7,7 +7,7 @@ from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from providers import registry
-from proxy import access_log, errors, metrics, tokens
+from proxy import access_log, errors, metrics, redact, tokens
 from proxy.access_log import RequestLog
 from proxy.config import Config
 from proxy.log.costs import usage_cost
@@ -46,6 +46,8 @@ class Gateway:
         self.providers = {name: registry.build(spec, self.http)
                           for name, spec in config.providers.items()}
         self.secrets = config.secrets()
+        redact.protect(self.secrets)
+        self.secret_bytes = tuple(s.encode() for s in redact.gateway_secrets())
         self.pricing = Pricing.load(config.pricing)
         self.feed = metrics.Feed()
         self.recorder = Recorder(config.database_url, self.pricing, content_mode=config.log_content,

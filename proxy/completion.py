@@ -2,7 +2,9 @@
 execute, relay. Shared by /v1/chat/completions and the session endpoints."""
 from __future__ import annotations
 
+import re
 from typing import Mapping
+from urllib.parse import quote
 
 import orjson
 
@@ -11,7 +13,8 @@ from proxy import metrics
 from proxy.access_log import debug_body
 from proxy.errors import InvalidRequest
 from proxy.policy import access
-from proxy.policy.keys import OPEN
+from proxy.policy.keys import OPEN, presented_key
+from proxy.redact import MIN_SECRET_LENGTH
 from proxy.routing import attempts
 from proxy.respond import Answer, reply_response
 from proxy.schema import validate
@@ -28,6 +31,23 @@ def parse_object(raw: bytes) -> dict:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+# C0 and C1 control characters and DEL: never part of a model id, and CR/LF would
+# split the response header that names the model
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_model_id(model: str) -> None:
+    if _CONTROL.search(model):
+        raise InvalidRequest("`model` must not contain control characters (CR, LF, NUL...).",
+                             param="model", code="invalid_value")
+
+
+def header_value(text: str) -> str:
+    """`text` as an HTTP header value: as it is when it is printable ASCII, else
+    percent-encoded UTF-8 (model ids may be any Unicode; a header is Latin-1 at most)."""
+    return text if text.isascii() and text.isprintable() else quote(text, safe="")
 
 
 def track(gateway, record) -> None:
@@ -48,6 +68,7 @@ def prepare(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], 
     if body_provider is not None and not isinstance(body_provider, str):
         raise InvalidRequest("`provider` must be a string.", param="provider")
     model = body["model"]
+    check_model_id(model)
     routes = access.permitted(principal, model, gateway.router.plan(
         model, headers.get("X-Provider") or body_provider, body=body,
         raw_size=len(raw) if raw is not None else 0, hint=headers.get("x-gateway-route")))
@@ -59,8 +80,17 @@ def prepare(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], 
     call = Call(body=body, raw=None if changed else raw, model=model, stream=stream,
                 include_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
                 request_id=request_id, session_id=session_id or headers.get("X-Session-Id"),
-                client_headers=headers, capture=capture)
+                client_headers=headers, capture=capture,
+                secrets=gateway.secret_bytes + caller_secret(principal, headers))
     return call, routes
+
+
+def caller_secret(principal, headers: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The caller's own virtual key: no answer echoes it back (or into the log)."""
+    if principal.key_id is None:
+        return ()  # open or master: nothing of the caller's to hide (the master key always is)
+    key = presented_key(headers)
+    return (key.encode(),) if key and len(key) >= MIN_SECRET_LENGTH else ()
 
 
 class RecordTracker:
@@ -92,5 +122,5 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
     headers_out = gateway.rate_gate.admit(principal, call, record)
     reply, route = attempts.run(gateway, routes, call, RecordTracker(gateway, record))
     headers_out["x-gateway-provider"] = route.provider.name
-    headers_out["x-gateway-model"] = route.model
+    headers_out["x-gateway-model"] = header_value(route.model)
     return reply_response(reply, call, record, gateway.cost_of, headers_out)

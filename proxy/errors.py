@@ -145,6 +145,21 @@ def from_upstream(status: int, message: str, *, type: str | None = None, code: s
                type=type or _UPSTREAM_DEFAULT_TYPE.get(status, cls.type), headers=headers)
 
 
+def relayed_from_upstream(status: int, message: str, *, type: str | None = None,
+                          code: str | None = None, param: str | None = None,
+                          provider: str = "upstream", headers: dict | None = None) -> GatewayError:
+    """An OpenAI-compatible upstream's own error, as the client would have had it
+    from that upstream: its status (500 stays 500, 503 stays 503) and its
+    OpenAI-shaped fields. Retries and fallbacks still see a server error by its
+    status; 502 and 504 stay for what the gateway itself could not do."""
+    if status < 500:
+        return from_upstream(status, message, type=type, code=code, param=param,
+                             provider=provider, headers=headers)
+    cls = UpstreamTimeout if status == 504 else UpstreamError
+    return cls(message, status=status, param=param, code=code or cls.code,
+               type=type or cls.type, headers=headers)
+
+
 def openai_error_fields(body: bytes) -> dict:
     """message/type/code/param from an OpenAI-shaped error body (some compatible
     servers wrap it in a list or send plain text)."""

@@ -21,9 +21,33 @@ _PATTERNS = (
 )
 
 
-def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+MIN_SECRET_LENGTH = 6  # shorter values would scrub ordinary words
+_gateway_secrets: tuple[str, ...] = ()
+
+
+def protect(secrets: tuple[str, ...]) -> None:
+    """The gateway's own secrets (provider keys, the master key): `scrub` removes
+    them from every text, whoever calls it."""
+    global _gateway_secrets
+    _gateway_secrets = tuple(s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH)
+
+
+def gateway_secrets() -> tuple[str, ...]:
+    return _gateway_secrets
+
+
+def scrub_bytes(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    """`data` with each of `secrets` replaced: one byte search per secret, so cheap
+    enough for every relayed event."""
     for secret in secrets:
-        if secret and len(secret) >= 6:
+        if secret in data:
+            data = data.replace(secret, b"***")
+    return data
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    for secret in (*secrets, *_gateway_secrets):
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "***")
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)

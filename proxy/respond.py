@@ -58,7 +58,27 @@ def failure_answer(exc: Exception, record: RequestLog | None) -> Answer:
     return error_answer(errors.unexpected())
 
 
-def _guarded(chunks: Iterator[bytes], record: RequestLog, close) -> Iterator[bytes]:
+class GuardedStream:
+    """A streamed answer as the client gets it (see `_guarded`). Closing it closes
+    the upstream, once, whether or not the stream was ever started."""
+    __slots__ = ("_chunks", "_close")
+
+    def __init__(self, chunks: Iterator[bytes], record: RequestLog, close):
+        self._chunks, self._close = _guarded(chunks, record), close
+
+    def __iter__(self):
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()
+        finally:
+            close, self._close = self._close, None
+            if close is not None:
+                close()
+
+
+def _guarded(chunks: Iterator[bytes], record: RequestLog) -> Iterator[bytes]:
     keep = record.pieces.append
     finished = False
     try:
@@ -76,7 +96,6 @@ def _guarded(chunks: Iterator[bytes], record: RequestLog, close) -> Iterator[byt
     finally:
         # a generator closed before its end means the client went away
         record.disconnected = not finished
-        close()
 
 
 def _internal(record: RequestLog) -> errors.GatewayError:
@@ -89,7 +108,7 @@ def _stream(chunks: Iterator[bytes], record: RequestLog, close, headers: dict) -
     # failure before it was an HTTP error (or a retry), and the answer has begun
     record.first_byte()
     record.stream = True
-    return Answer(200, {**STREAM_HEADERS, **headers}, _guarded(chunks, record, close))
+    return Answer(200, {**STREAM_HEADERS, **headers}, GuardedStream(chunks, record, close))
 
 
 def _json(body: bytes, status: int, content_type: str, record: RequestLog, cost: float | None,
@@ -124,16 +143,17 @@ def _relay(reply: Relay, call: Call, record: RequestLog, cost_of: CostOf, header
         body = b"".join(reply.chunks)
     finally:
         reply.close()
-    return _json(body, reply.status, reply.content_type, record, _relayed_cost(body, cost_of),
-                 headers)
+    return _json(body, reply.status, reply.content_type, record,
+                 _relayed_cost(reply.answer, body, cost_of), headers)
 
 
-def _relayed_cost(body: bytes, cost_of: CostOf) -> float | None:
-    """The answer's usage, read from the (small) response body: the request is never parsed."""
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
+def _relayed_cost(answer: dict | None, body: bytes, cost_of: CostOf) -> float | None:
+    """The answer's usage, from the (small) response body: the request is never parsed."""
+    if answer is None:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
     return cost_of(answer.get("model"), answer.get("usage")) if isinstance(answer, dict) else None
 
 

@@ -99,7 +99,7 @@ def test_failing_step_stops_the_chain(gateway):
     request_id = "chf-" + uuid.uuid4().hex
     response = chain(gateway, {"messages": user("go"), "steps": [
         {"model": "echo"}, {"model": "openai/error-500"}, {"model": "echo"}]}, request_id)
-    assert response.status_code == 502
+    assert response.status_code == 500
     body = response.json()
     assert set(body["error"]) == ERROR_KEYS and body["error"]["code"] == "upstream_error"
     assert body["step"] == 1
@@ -108,7 +108,7 @@ def test_failing_step_stops_the_chain(gateway):
                                "ORDER BY request_id", (request_id + "%",), count=3)
     # step 1's 500 was retried once, as chat retries: that attempt is `<id>-1.1`
     assert [(r["request_id"], r["status"]) for r in found] == [
-        (f"{request_id}-0", 200), (f"{request_id}-1", 502), (f"{request_id}-1.1", 502)]
+        (f"{request_id}-0", 200), (f"{request_id}-1", 500), (f"{request_id}-1.1", 500)]
 
 
 def test_failing_first_step_keeps_its_status_and_headers(gateway):

@@ -233,7 +233,7 @@ def test_each_model_call_is_a_log_row(gw):
     assert [r["request_id"] for r in rows] == [f"{request_id}-{i}" for i in range(3)]
     assert [r["provider"] for r in rows] == ["echo", "openai", "openai"]
     assert [r["model_requested"] for r in rows] == models
-    assert [r["status"] for r in rows] == [200, 200, 502]
+    assert [r["status"] for r in rows] == [200, 200, 500]
     for row, result in zip(rows[:2], results):
         assert row["prompt_tokens"] == result["usage"]["prompt_tokens"]
         assert row["cost_usd"] == pytest.approx(result["cost_usd"])

@@ -144,4 +144,4 @@ def test_secrets_never_reach_the_log(gateway):
     time.sleep(0.2)
     logs = gateway.logs()
     assert "sk-test-gateway-key" not in logs and "sk-fakefake" not in logs
-    assert '"status":502' in logs
+    assert '"status":500' in logs

@@ -137,10 +137,10 @@ def test_upstream_4xx_keeps_status_and_message(client):
     assert "'stop' is not supported" in info.value.body["message"]
 
 
-def test_upstream_5xx_is_502(client):
+def test_upstream_5xx_keeps_its_status(client):
     with pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(model="openai/error-503", messages=MESSAGES)
-    assert info.value.status_code == 502
+    assert info.value.status_code == 503
     assert "sk-***" in info.value.body["message"]
 
 

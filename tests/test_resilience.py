@@ -111,7 +111,7 @@ def test_a_failing_model_falls_back_and_every_attempt_is_logged(client, gw, fake
     assert raw.parse().choices[0].message.content
     rows = wait_rows(gw, "resilient-1", 3)
     assert [(r["request_id"], r["provider"], r["status"]) for r in rows] == [
-        ("resilient-1", "backup", 200), ("resilient-1.1", "primary", 502), ("resilient-1.2", "primary", 502)]
+        ("resilient-1", "backup", 200), ("resilient-1.1", "primary", 500), ("resilient-1.2", "primary", 500)]
 
 
 def test_retry_after_is_honoured_then_the_fallback_serves(client, fakes):

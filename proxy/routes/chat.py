@@ -37,7 +37,11 @@ class ChatEndpoint:
             answer = self._answer(environ, headers, record)
         except Exception as exc:
             answer = failure_answer(exc, record)
-        return send(answer, record, start_response)
+        try:
+            return send(answer, record, start_response)
+        except Exception as exc:  # the answer could not be sent as built: say so, log it
+            discard(answer)
+            return send(failure_answer(exc, record), record, start_response)
 
     def _answer(self, environ, headers: EnvironHeaders, record: RequestLog) -> Answer:
         method = environ.get("REQUEST_METHOD")
@@ -77,6 +81,13 @@ def _read_body(environ, limit: int) -> bytes:
     if len(raw) > limit:
         raise errors.body_too_large(limit)
     return raw
+
+
+def discard(answer: Answer) -> None:
+    """Close an answer that will not be sent (its upstream goes at once)."""
+    close = getattr(answer.body, "close", None)
+    if close is not None:
+        close()
 
 
 def send(answer: Answer, record: RequestLog, start_response):
