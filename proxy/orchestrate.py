@@ -1,11 +1,13 @@
 """Several chat completions in one request (/v1/compare, /v1/chain).
 
-A `SubCall` is one completion run as /v1/chat/completions runs it (validation, routing,
-key policy, provider contract) outside Flask's request context, so in a greenlet of its
-own, logged as its own row (request id `<request id>-<index>`). `complete()`/`invoke()`
--> `Outcome`; `blocks()`: the SSE blocks chat would send; `chunks()`: those as dicts.
-`run_all`/`interleave` run several at once. `ttft_ms`: time to the answer's first byte
-or event (about the latency when a body comes whole)."""
+A `ModelCall` is one completion run through the very pipeline that serves
+/v1/chat/completions (`proxy.completion.complete`: key policy, budget, rate and
+token limits, system prompts, routing, attempts, the stream guard and the log),
+in a greenlet of its own, logged as its own row (request id `<request id>-<index>`).
+It only reads the answer that pipeline builds: `complete()` -> `Outcome`;
+`blocks()`: the SSE blocks chat would send; `chunks()`: those as dicts.
+`run_all`/`interleave` run several at once. `ttft_ms`: time to the answer's first
+byte (about the latency when a body comes whole)."""
 from __future__ import annotations
 
 import copy
@@ -19,16 +21,15 @@ import gevent
 import gevent.queue
 import orjson
 
-from providers.base import Call, Relay
-from proxy import assemble, errors, metrics
-from proxy.errors import GatewayError, InvalidRequest, UpstreamError
+from proxy import errors
+from proxy.access_log import RequestLog
+from proxy.completion import complete
+from proxy.errors import GatewayError, InvalidRequest
 from proxy.log import extract
-from proxy.log.entry import Entry
-from proxy.completion import prepare
 from proxy.policy.access import SYSTEM_ROLES
-from proxy.routing import attempts
+from proxy.respond import Answer, failure_answer
 from proxy.schema import validate
-from proxy.sse import DONE, iter_events, split_events
+from proxy.sse import iter_events, split_events
 
 log = logging.getLogger("switchboard.orchestrate")
 
@@ -53,89 +54,60 @@ class Outcome:
                 "cost_usd": self.cost_usd}
 
 
-class SubCall:
+class ModelCall:
     def __init__(self, gateway, body: dict, headers: Mapping[str, str], request_id: str,
-                 principal=None):
+                 principal=None, path: str = "/v1/compare"):
         self.gateway = gateway
         self.body = copy.deepcopy(body)
         self.headers = headers
         self.principal = principal
         self.outcome = Outcome(model=str(body.get("model")))
-        self.entry = Entry(request_id=request_id, created_at=time.time(),
-                           model_requested=self.outcome.model,
-                           api_key_id=getattr(principal, "key_id", None))
-        self.pieces = self.entry.pieces  # what the log reads the answer from
-        self.call: Call | None = None
+        self.record = RequestLog(request_id, path)
+        self.record.api_key_id = getattr(principal, "key_id", None)
         self.sent = 0  # answer blocks streamed (error events not counted)
-        self._start = self._first_at = None
-        self._done = False
 
     def complete(self) -> Outcome:
-        self._begin()
-        try:
-            completion = self._whole(self._open(stream=False))
-            self.outcome.completion = completion
-            self._account(completion.get("model"), completion.get("usage"))
-        except Exception as exc:
-            self._fail(exc)
-        finally:
-            self._finish()
+        answer = self._open(stream=False)
+        if answer is not None:
+            try:
+                self.outcome.completion = _completion(answer.body)
+                self._account(self.outcome.completion)
+            except GatewayError as exc:
+                self._fail(exc)
+        self._finish()
         return self.outcome
 
-    def _whole(self, reply) -> dict:
-        if not isinstance(reply, Relay):
-            completion = assemble.completion(self._timed(reply), self.call.model)
-            self.pieces.append(assemble.json_body(completion))
-            return completion
-        try:
-            body = b"".join(self._timed(reply.chunks))
-        finally:
-            reply.close()
-        self.pieces.append(body)
-        return _relayed(body, reply.status, self.outcome.provider)
-
     def blocks(self) -> Iterator[bytes]:
-        self._begin()
-        self.entry.streamed = True
-        reply, finished = None, False
+        answer = self._open(stream=True)
+        if answer is None:
+            self._finish()
+            yield from (errors.stream_event(self.outcome.error), _DONE)
+            return
+        body = answer.body
         try:
-            try:
-                reply = self._open(stream=True)
-                for block in self._stream_of(reply):
-                    self._first()
-                    self.pieces.append(block)
+            for block in body:
+                error = _error_in(block)
+                if error is not None:
+                    self._fail(error)
+                elif block != _DONE:
                     self.sent += 1
-                    yield block
-            except Exception as exc:
-                for block in (errors.stream_event(self._fail(exc)), DONE):
-                    self.pieces.append(block)
-                    yield block
-            finished = True
+                yield block
         finally:
-            if reply is not None and callable(getattr(reply, "close", None)):
-                reply.close()
-            self._finish(disconnected=not finished)
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            if self.outcome.error is None and not self.record.disconnected:
+                self._account_stream()
+            self._finish()
 
     def chunks(self) -> Iterator[dict]:
         for _, data in iter_events(split_events(block) for block in self.blocks()):
-            if self.outcome.error is not None:
-                continue  # the error event and [DONE]: the caller reads `.outcome.error`
             chunk = _loads(data)
-            if isinstance(chunk, dict) and "error" in chunk:
-                self.outcome.error = GatewayError(**_error_fields(data))
-                self.entry.error_type = self.outcome.error.type
-            elif isinstance(chunk, dict):
+            if isinstance(chunk, dict) and "error" not in chunk:
                 yield chunk
 
-    def _stream_of(self, reply) -> Iterable[bytes]:
-        if not isinstance(reply, Relay):
-            return assemble.stream(reply, self.call.model, self.call.include_usage, self.pieces)
-        if reply.content_type.startswith("text/event-stream"):
-            return reply.chunks
-        _relayed(b"".join(reply.chunks), reply.status, self.outcome.provider)
-        raise UpstreamError(f"{self.outcome.provider} answered a stream with a whole body")
-
-    def _open(self, stream: bool):
+    def _open(self, stream: bool) -> Answer | None:
+        """The pipeline's answer, or None when it refused or failed (`outcome.error`)."""
         body = self.body
         if stream:
             body["stream"] = True
@@ -146,69 +118,58 @@ class SubCall:
         if body.get("provider") is not None and "X-Provider" in headers:
             # a provider named for this model beats the request's header
             headers = {k: v for k, v in headers.items() if k.lower() != "x-provider"}
-        self.call, routes = prepare(self.gateway, body, None, headers, self.principal,
-                                    request_id=self.entry.request_id, capture=self.pieces)
-        self.entry.messages = body["messages"]
-        reply, route = attempts.run(self.gateway, routes, self.call, self)
-        return reply
+        try:
+            answer = complete(self.gateway, body, None, headers, self.record, self.principal)
+        except Exception as exc:
+            failure_answer(exc, self.record)  # notes the error; a bug is logged
+            self._fail(exc)
+            return None
+        finally:
+            self.outcome.provider = self.record.provider
+        self.record.status = answer.status
+        return answer
 
-    # attempts.run's tracker
-    def routed(self, route) -> None:
-        self.outcome.provider = self.entry.provider = route.provider.name
-        self.entry.model_upstream = route.model
+    def _account(self, completion: dict) -> None:
+        self._set_usage(completion.get("model"), completion.get("usage"))
 
-    def failed(self, route, error, n: int) -> None:
-        e = self.entry
-        self.gateway.recorder.record(attempts.attempt_entry(
-            e.request_id, n, route, error, model_requested=e.model_requested,
-            api_key_id=e.api_key_id, streamed=e.streamed))
+    def _account_stream(self) -> None:
+        summary = extract.from_stream(self.record.pieces)
+        self._set_usage(summary.model, summary.usage)
 
-    def _begin(self) -> None:
-        self._start = time.perf_counter()
-        metrics.InFlight.inc()  # gateway.record() takes it off
-
-    def _first(self) -> None:
-        self._first_at = self._first_at or time.perf_counter()
-
-    def _timed(self, items: Iterable) -> Iterator:
-        for item in items:
-            self._first()
-            yield item
-
-    def _account(self, model: str | None, usage: dict | None) -> None:
+    def _set_usage(self, model: str | None, usage: dict | None) -> None:
         self.outcome.usage = usage
-        self.outcome.cost_usd = self.gateway.cost_of(model or self.entry.model_upstream, usage)
+        self.outcome.cost_usd = self.gateway.cost_of(model or self.record.model, usage)
 
     def _fail(self, exc: Exception) -> GatewayError:
         if not isinstance(exc, GatewayError):
-            log.exception("sub-call failed",
-                          extra={"fields": {"request_id": self.entry.request_id}})
             exc = GatewayError("The gateway failed on this call (logged with its request id).",
                                code="internal_error")
         self.outcome.error = exc
-        self.entry.error_type = exc.code or exc.type
+        self.record.error = exc.code or exc.type
         if self.sent == 0:
-            self.entry.status = exc.status
+            self.record.status = exc.status
         return exc
 
-    def _finish(self, disconnected: bool = False) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self.entry.streamed and self.outcome.error is None and not disconnected:
-            summary = extract.from_stream(self.pieces)
-            self._account(summary.model, summary.usage)
-        latency = (time.perf_counter() - self._start) * 1000
-        ttft = (self._first_at - self._start) * 1000 if self._first_at else None
+    def _finish(self) -> None:
+        record = self.record
+        latency = (time.perf_counter() - record.start) * 1000
+        ttft = record.ttfb * 1000 if record.ttfb is not None else None
         self.outcome.latency_ms, self.outcome.ttft_ms = round(latency, 2), ttft and round(ttft, 2)
-        entry = self.entry
-        entry.latency_ms, entry.ttft_ms, entry.client_disconnected = latency, ttft or latency, \
-            disconnected
-        self.gateway.record(entry)
+        record.finish()
 
 
-def _error_fields(body: bytes) -> dict:
-    return {k: v for k, v in errors.openai_error_fields(body).items() if v is not None}
+_DONE = b"data: [DONE]\n\n"
+
+
+def _error_in(block: bytes) -> GatewayError | None:
+    """The error event among a piece's events, if any (a byte search first: most have none)."""
+    if b'{"error"' not in block:
+        return None
+    for _, data in iter_events(split_events(block)):
+        if isinstance(_loads(data), dict) and data.startswith(b'{"error"'):
+            fields = errors.openai_error_fields(data)
+            return GatewayError(**{k: v for k, v in fields.items() if v is not None})
+    return None
 
 
 def _loads(data: bytes):
@@ -219,32 +180,31 @@ def _loads(data: bytes):
         return None
 
 
-def _relayed(body: bytes, status: int, provider: str | None) -> dict:
-    """A relayed JSON body as a completion dict, or the error it carries."""
+def _completion(body: bytes) -> dict:
+    """The pipeline's JSON answer as a completion dict (a relay checked it is a JSON object)."""
     obj = _loads(body)
     if isinstance(obj, dict) and isinstance(obj.get("choices"), list):
         return obj
-    raise errors.from_upstream(status if status >= 400 else 502, provider=provider or "upstream",
-                               **_error_fields(body))
+    raise errors.UpstreamError("The upstream's answer has no `choices`.")
 
 
 def invoke(gateway, body: dict, headers: Mapping[str, str], request_id: str,
            principal=None) -> Outcome:
     """One chat completion, not streamed; failures are `Outcome.error`, never raised."""
-    return SubCall(gateway, body, headers, request_id, principal).complete()
+    return ModelCall(gateway, body, headers, request_id, principal).complete()
 
 
-def run_all(calls: list[SubCall]) -> list[Outcome]:
+def run_all(calls: list[ModelCall]) -> list[Outcome]:
     """Every call at once; outcomes in the calls' order."""
     gevent.joinall([gevent.spawn(call.complete) for call in calls])
     return [call.outcome for call in calls]
 
 
-def interleave(calls: list[SubCall]) -> Iterator[tuple[int, dict | None]]:
+def interleave(calls: list[ModelCall]) -> Iterator[tuple[int, dict | None]]:
     """`(index, chunk)` as chunks arrive, `(index, None)` when a call ends; closing stops all."""
     queue = gevent.queue.Queue()
 
-    def pump(index: int, call: SubCall) -> None:
+    def pump(index: int, call: ModelCall) -> None:
         try:
             for chunk in call.chunks():
                 queue.put((index, chunk))

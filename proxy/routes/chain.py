@@ -34,7 +34,7 @@ from werkzeug.datastructures import Headers
 from proxy import assemble, orchestrate
 from proxy.completion import parse_object
 from proxy.errors import GatewayError, InvalidRequest
-from proxy.orchestrate import Outcome, SubCall
+from proxy.orchestrate import ModelCall, Outcome
 from proxy.sse import STREAM_HEADERS
 
 bp = Blueprint("chain", __name__)
@@ -55,7 +55,8 @@ def chain():
     answer = outcome = None
     for index, (step, prompt) in enumerate(steps):
         step = {**step, "messages": compose(messages, prompt, answer)}
-        call = SubCall(gateway, step, headers, f"{g.request_id}-{index}", g.get("principal"))
+        call = ModelCall(gateway, step, headers, f"{g.request_id}-{index}", g.get("principal"),
+                         request.path)
         if stream and index == len(steps) - 1:
             return _streamed(call, index, done)
         outcome = call.complete()
@@ -140,7 +141,7 @@ def _failed(index: int, error: GatewayError, done: list[dict]) -> Response:
     return response
 
 
-def _streamed(call: SubCall, index: int, done: list[dict]) -> Response:
+def _streamed(call: ModelCall, index: int, done: list[dict]) -> Response:
     """The last step as chat would stream it; a failure before its first chunk is an HTTP error."""
     blocks = call.blocks()
     first = next(blocks)

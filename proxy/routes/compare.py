@@ -27,7 +27,7 @@ from werkzeug.datastructures import Headers
 from proxy import assemble, orchestrate
 from proxy.completion import parse_object
 from proxy.errors import InvalidRequest
-from proxy.orchestrate import SubCall
+from proxy.orchestrate import ModelCall
 from proxy.sse import DONE, STREAM_HEADERS, encode
 
 bp = Blueprint("compare", __name__)
@@ -43,8 +43,8 @@ def compare():
     targets = _targets(body.get("models"))
     shared, stream = _shared(body)
     headers = Headers(list(request.headers.items()))
-    calls = [SubCall(gateway, {**shared, **target}, headers, f"{g.request_id}-{i}",
-                     g.get("principal")) for i, target in enumerate(targets)]
+    calls = [ModelCall(gateway, {**shared, **target}, headers, f"{g.request_id}-{i}",
+                       g.get("principal"), request.path) for i, target in enumerate(targets)]
     if stream:
         return Response(_events(calls), status=200, headers=STREAM_HEADERS)
     results = [outcome.result() for outcome in orchestrate.run_all(calls)]
@@ -85,7 +85,7 @@ def _shared(body: dict) -> tuple[dict, bool]:
     return shared, stream
 
 
-def _events(calls: list[SubCall]):
+def _events(calls: list[ModelCall]):
     for index, chunk in orchestrate.interleave(calls):
         outcome = calls[index].outcome
         if chunk is not None:
