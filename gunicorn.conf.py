@@ -14,13 +14,27 @@ worker_connections = int(os.environ.get("WORKER_CONNECTIONS", 1000))
 # worker whose loop is blocked: it never cuts a long stream.
 timeout = int(os.environ.get("WORKER_TIMEOUT", 120))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 30))
-keepalive = int(os.environ.get("KEEPALIVE", 75))
+keepalive = int(os.environ.get("KEEPALIVE", 75))  # silence allowed while reading a request
+# The worker's own limits at the edge (proxy/server.py Limits), not gunicorn settings:
+# handed to each worker by post_fork below. 0 means none.
+edge = {
+    "head_s": float(os.environ.get("REQUEST_HEAD_TIMEOUT", 10)) or None,
+    "body_s": float(os.environ.get("REQUEST_BODY_TIMEOUT", 60)) or None,
+    "write_s": float(os.environ.get("WRITE_TIMEOUT", 600)) or None,
+    # open connections per worker, idle ones and those still sending a head included;
+    # WORKER_CONNECTIONS bounds the requests being served
+    "open_connections": int(os.environ.get("WORKER_OPEN_CONNECTIONS", 10 * worker_connections)),
+}
 accesslog = None  # the app writes one structured line per request itself
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn 27's control socket lives at one fixed path per user, so several
 # gateways on one machine (tests, side-by-side benches) would fight over it.
 control_socket_disable = True
+
+
+def post_fork(server, worker):
+    worker.edge = edge
 
 
 def worker_exit(server, worker):

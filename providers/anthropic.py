@@ -100,7 +100,8 @@ def _blocks(content, where: str) -> list[dict]:
 
 def _assistant(message: dict, where: str) -> tuple[str, list]:
     blocks = _blocks(message.get("content"), where)
-    for j, call in enumerate(message.get("tool_calls") or ()):
+    for j, call in enumerate(tr.only_functions(message.get("tool_calls"), f"{where}.tool_calls",
+                                               "anthropic")):
         blocks.append({"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
                        "input": tr.tool_arguments(call, f"{where}.tool_calls[{j}]")})
     return "assistant", blocks
@@ -151,7 +152,8 @@ def _tool_choice(body: dict) -> dict | None:
 
 def _tools(body: dict, out: dict) -> str | None:
     """tools and tool_choice into `out`; the JSON tool's name when one is added."""
-    tools = [_tool_def(t["function"]) for t in body.get("tools") or ()]
+    tools = [_tool_def(t["function"]) for t in tr.only_functions(body.get("tools"), "tools",
+                                                                  "anthropic")]
     choice = _tool_choice(body)
     schema = tr.json_schema(body)
     if schema is not None:

@@ -26,8 +26,8 @@ from providers.base import (Call, Event, Finish, Preset, ReasoningDelta,
                             ResponseMeta, TextDelta, ToolCallDelta, Usage)
 from providers.registry import register
 from providers.translate import (SYSTEM_ROLES, ParamPolicy, json_schema, mapped,
-                                 max_output_tokens, merge_turns, parse_data_url, parts,
-                                 split_system, stop_sequences, tool_arguments, tool_choice)
+                                 max_output_tokens, merge_turns, only_functions, parse_data_url,
+                                 parts, split_system, stop_sequences, tool_arguments, tool_choice)
 from proxy.errors import InvalidRequest
 
 POLICY = ParamPolicy(
@@ -97,7 +97,8 @@ def content_blocks(content, where: str) -> list[dict]:
 
 def assistant_blocks(message: dict, where: str) -> list[dict]:
     blocks = content_blocks(message.get("content"), where)
-    for k, call in enumerate(message.get("tool_calls") or ()):
+    for k, call in enumerate(only_functions(message.get("tool_calls"), f"{where}.tool_calls",
+                                            "bedrock")):
         blocks.append({"toolUse": {"toolUseId": call["id"], "name": call["function"]["name"],
                                    "input": tool_arguments(call, f"{where}.tool_calls[{k}]")}})
     return blocks
@@ -151,7 +152,8 @@ def tool_config(body: dict, messages: list[dict]) -> tuple[dict | None, Plan]:
     choice, name = tool_choice(body) or ("auto", None)
     schema = json_schema(body)
     declared = [tool_spec(f["name"], f.get("description"), f.get("parameters"))
-                for f in (t["function"] for t in body.get("tools") or ())]
+                for f in (t["function"] for t in only_functions(body.get("tools"), "tools",
+                                                                "bedrock"))]
     callable_ = bool(declared) and choice != "none"
     in_history = any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
     history = dict.fromkeys(b["toolUse"]["name"] for m in messages for b in m["content"]

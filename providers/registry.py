@@ -1,5 +1,6 @@
 """Provider types by name. Built-ins register through the same `register` a
-plugin uses; `SWITCHBOARD_PLUGINS` names extra modules to import."""
+plugin uses; `SWITCHBOARD_PLUGINS` names extra modules to import, and one that
+cannot be imported stops the start."""
 from __future__ import annotations
 
 import importlib
@@ -27,14 +28,24 @@ def unregister(type_name: str) -> None:
     _TYPES.pop(type_name, None)
 
 
+class PluginError(ImportError):
+    """A module named in SWITCHBOARD_PLUGINS cannot be imported: the gateway does not
+    start without a provider type its configuration may rely on."""
+
+
 def load(modules=BUILTIN_MODULES, plugins: str = "") -> None:
-    extra = [m.strip() for m in plugins.split(",") if m.strip()]
-    for module in (*modules, *extra):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real import error inside the module
-                raise
+    for module in modules:
+        importlib.import_module(module)
+    for module in filter(None, (name.strip() for name in plugins.split(","))):
+        _import_plugin(module)
+
+
+def _import_plugin(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:  # misspelled, not on the path, or a dependency missing
+        raise PluginError(f"SWITCHBOARD_PLUGINS names {module!r}, which cannot be imported: "
+                          f"{exc}") from exc
 
 
 def types() -> dict[str, type[CompletionProvider]]:

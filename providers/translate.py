@@ -48,6 +48,18 @@ def merge_turns(turns: Iterable[tuple[str, list]]) -> list[tuple[str, list]]:
     return merged
 
 
+def only_functions(items, where: str, provider: str) -> list[dict]:
+    """Tools or tool calls, all of type `function` (a call may leave its type out);
+    any other type (`custom`) is a 400 naming it: the provider cannot express it."""
+    items = list(items or ())
+    for i, item in enumerate(items):
+        kind = item.get("type", "function")
+        if kind != "function":
+            raise InvalidRequest(f"`{kind}` tools are not supported by {provider}: only `function` "
+                                 "tools.", param=f"{where}[{i}].type", code="unsupported_value")
+    return items
+
+
 def tool_arguments(call: dict, where: str) -> dict:
     """An assistant tool call's `arguments` JSON string as an object."""
     raw = call.get("function", {}).get("arguments") or "{}"
@@ -77,11 +89,11 @@ def tool_choice(body: Mapping) -> tuple[str, str | None] | None:
         return None
     if isinstance(choice, str):
         return choice, None
-    name = (choice.get("function") or {}).get("name")
-    if choice.get("type") == "function" and name:
-        return "function", name
-    raise InvalidRequest("tool_choice must be auto, none, required or "
-                         '{"type":"function","function":{"name":...}}.', param="tool_choice")
+    if choice["type"] == "function":  # the schema checked its function.name
+        return "function", choice["function"]["name"]
+    raise InvalidRequest(f"tool_choice `{choice['type']}` is not supported by this provider: "
+                         'use auto, none, required or {"type":"function","function":{"name":...}}.',
+                         param="tool_choice.type", code="unsupported_value")
 
 
 def json_schema(body: Mapping) -> dict | None:

@@ -55,23 +55,32 @@ def _write_access(fields: dict) -> None:
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def request_id(given: str | None) -> str:
-    """The client's X-Request-Id when it is a sane token, else a fresh one: 128
-    random bits, from `random` (re-seeded in each forked worker; an id need not be
-    secret, and os.urandom is a system call)."""
-    return given if given and _CLIENT_REQUEST_ID.fullmatch(given) else \
-        f"req_{getrandbits(128):032x}"
+def new_request_id() -> str:
+    """The gateway's own id for a request, which keys its log rows: 128 random
+    bits, from `random` (re-seeded in each forked worker; an id need not be
+    secret, and os.urandom is a system call). Never the client's: two requests
+    must never share a row."""
+    return f"req_{getrandbits(128):032x}"
+
+
+def client_request_id(headers) -> str | None:
+    """The client's own id for correlation (`X-Client-Request-Id`, as OpenAI's API
+    takes it, or `X-Request-Id`), when it is a sane token: returned, logged and
+    stored beside the gateway's id, never instead of it."""
+    given = headers.get("X-Client-Request-Id") or headers.get("X-Request-Id")
+    return given if given and _CLIENT_REQUEST_ID.fullmatch(given) else None
 
 
 class RequestLog:
     """Timings and outcome of one request, written once when the response closes."""
-    __slots__ = ("request_id", "path", "created_at", "start", "ttfb", "provider", "model",
+    __slots__ = ("request_id", "client_request_id", "path", "created_at", "start", "ttfb", "provider", "model",
                  "model_requested", "status", "stream", "error", "session_id", "api_key_id",
                  "messages", "pieces", "disconnected", "sink", "session_turn", "on_finish",
                  "_done")
 
-    def __init__(self, request_id: str, path: str):
+    def __init__(self, request_id: str, path: str, client_request_id: str | None = None):
         self.request_id = request_id
+        self.client_request_id = client_request_id
         self.path = path
         self.created_at = time.time()
         self.start = time.perf_counter()
@@ -99,6 +108,8 @@ class RequestLog:
         fields = {"request_id": self.request_id, "path": self.path, "provider": self.provider,
                   "model": self.model, "status": self.status, "stream": self.stream,
                   "latency_ms": round(latency, 2), "ttfb_ms": round(ttfb, 2)}
+        if self.client_request_id:
+            fields["client_request_id"] = self.client_request_id
         if self.error:
             fields["error"] = self.error
         if self.disconnected:
@@ -114,7 +125,8 @@ class RequestLog:
                 logging.getLogger("switchboard.app").exception("finish hook failed")
 
     def _entry(self, latency: float, ttfb: float) -> Entry:
-        return Entry(request_id=self.request_id, created_at=self.created_at, status=self.status,
+        return Entry(request_id=self.request_id, client_request_id=self.client_request_id,
+                     created_at=self.created_at, status=self.status,
                      provider=self.provider, model_requested=self.model_requested,
                      model_upstream=self.model, session_id=self.session_id,
                      api_key_id=self.api_key_id, error_type=self.error, streamed=self.stream,

@@ -17,7 +17,6 @@ from proxy.log.retention import Retention
 from proxy.policy.budget import Budgets
 from proxy.policy.gate import RateGate
 from proxy.policy.keys import MASTER, KeyStore
-from proxy.policy.ratelimit import make_limiter, parse_rate
 from proxy.respond import error_response, failure_answer, flask_response
 from proxy.routes import (catalog, chain, chat, compare, feedback, health, keys, sessions,
                           usage)
@@ -42,14 +41,17 @@ class Gateway:
 
     def __init__(self, config: Config):
         self.config = config
-        self.http = HttpPool(config.connect_timeout, config.read_timeout)
+        self.http = HttpPool(config.connect_timeout, config.read_timeout,
+                             config.max_stream_event_bytes)
         self.providers = {name: registry.build(spec, self.http)
                           for name, spec in config.providers.items()}
         self.secrets = config.secrets()
         redact.protect(self.secrets)
         self.secret_bytes = tuple(s.encode() for s in redact.gateway_secrets())
         self.pricing = Pricing.load(config.pricing)
-        self.feed = metrics.Feed()
+        self.feed = metrics.Feed(metrics.LabelValues.configured(
+            self.providers, config.models, (*catalog.model_facts(), *config.model_facts),
+            self.pricing))
         self.recorder = Recorder(config.database_url, self.pricing, content_mode=config.log_content,
                                  max_queue=config.log_queue_max,
                                  retention=Retention(config.log_retention_days, config.log_max_rows),
@@ -57,12 +59,13 @@ class Gateway:
         self.metrics = metrics.Pump(self.feed, self.recorder.writer)
         self.metrics.start()
         self.keys = KeyStore(self.recorder.connection, config.master_key)
-        auto = AutoRouter(self.providers, catalog.model_facts(), self.pricing, self.keys.connection)
+        self.model_facts = {**catalog.model_facts(), **config.model_facts}
+        auto = AutoRouter(self.providers, self.model_facts, self.pricing, self.keys.connection,
+                          allowed=config.auto_models)
         self.router = Router(self.providers, config.models, config.default_provider, auto=auto,
                              breaker=breaker.from_specs(config.providers.values()))
         self.budgets = Budgets(self.keys.connection, config.monthly_cost_limit)
-        self.rate_gate = RateGate(make_limiter(self.recorder.path, config.redis_url),
-                                  parse_rate(config.rate_limit))
+        self.rate_gate = RateGate.from_config(config, self.recorder.path, self.model_facts)
 
     def cost_of(self, model: str | None, usage: dict | None) -> float | None:
         return usage_cost(self.pricing, model, usage)
@@ -119,7 +122,7 @@ _PUBLIC = frozenset(("/", "/health", "/ready"))
 def _start() -> None:
     # request and g are context-local proxies: each look-up costs, so once each
     headers, path = request.headers, request.path
-    record = RequestLog(access_log.request_id(headers.get("X-Request-Id")), path)
+    record = RequestLog(access_log.new_request_id(), path, access_log.client_request_id(headers))
     g.request_id, g.record = record.request_id, record
     if path not in _PUBLIC:
         keys = current_app.extensions["switchboard"].keys
@@ -133,6 +136,8 @@ def _finish(response):
     record = g.get("record")
     if record is not None:
         response.headers["x-request-id"] = record.request_id
+        if record.client_request_id:
+            response.headers["x-client-request-id"] = record.client_request_id
         record.status = response.status_code
         response.call_on_close(record.finish)
     return response

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import orjson
 
 from providers.base import Call
-from proxy import metrics
+from proxy import metrics, params
 from proxy.access_log import debug_body
 from proxy.errors import InvalidRequest
 from proxy.policy import access
@@ -73,13 +73,16 @@ def prepare(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], 
         model, headers.get("X-Provider") or body_provider, body=body,
         raw_size=len(raw) if raw is not None else 0, hint=headers.get("x-gateway-route")))
     gateway.budgets.check(principal)
+    if session_id is None and headers.get("X-Session-Id") is not None:
+        session_id = params.SESSION_HEADER(headers["X-Session-Id"], "X-Session-Id")
+        access.check_session(gateway.keys.connection(), session_id, principal)
     prompted = access.add_system_prompt(
         body, principal.system_prompt or gateway.config.default_system_prompt)
     changed = raw is None or prompted or body_provider is not None
     stream = bool(body.get("stream"))
     call = Call(body=body, raw=None if changed else raw, model=model, stream=stream,
                 include_usage=stream and bool((body.get("stream_options") or {}).get("include_usage")),
-                request_id=request_id, session_id=session_id or headers.get("X-Session-Id"),
+                request_id=request_id, session_id=session_id,
                 client_headers=headers, capture=capture,
                 secrets=gateway.secret_bytes + caller_secret(principal, headers))
     return call, routes
@@ -106,7 +109,7 @@ class RecordTracker:
         r = self.record
         self.gateway.recorder.record(attempts.attempt_entry(
             r.request_id, n, route, error, model_requested=r.model_requested,
-            api_key_id=r.api_key_id, streamed=r.stream))
+            api_key_id=r.api_key_id, streamed=r.stream, client_request_id=r.client_request_id))
 
 
 def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], record,
@@ -120,6 +123,7 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
     if raw is not None:
         debug_body("request body", record.request_id, raw, gateway.secrets)
     headers_out = gateway.rate_gate.admit(principal, call, record)
+    gateway.recorder.started(record, routes[0])  # journaled: a row even if this process dies
     reply, route = attempts.run(gateway, routes, call, RecordTracker(gateway, record))
     headers_out["x-gateway-provider"] = route.provider.name
     headers_out["x-gateway-model"] = header_value(route.model)

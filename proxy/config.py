@@ -21,6 +21,8 @@ class Config:
     max_body_bytes: int = 20 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
+    #: the largest single SSE event an upstream may send (MAX_STREAM_EVENT_BYTES)
+    max_stream_event_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
     log_bodies: bool = False
     database_url: str = "sqlite:///./gateway.db"
@@ -29,11 +31,16 @@ class Config:
     log_retention_days: float | None = None
     log_max_rows: int | None = None
     pricing: Mapping[str, Mapping] = field(default_factory=dict)
+    #: the operator's facts about models ([model_info.NAME]), over the shipped catalog
+    model_facts: Mapping[str, Mapping] = field(default_factory=dict)
+    #: the models `model: "auto"` may choose from ([auto] models); None: any it knows
+    auto_models: tuple[str, ...] | None = None
     master_key: str | None = field(default=None, repr=False)
     monthly_cost_limit: float | None = None
     default_system_prompt: str | None = None
     rate_limit: str = ""  # RATE_LIMIT, e.g. "60rpm,100000tpm"
     redis_url: str | None = None
+    rate_limit_on_store_failure: str = "allow"  # RATE_LIMIT_ON_STORE_FAILURE: allow | refuse
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -41,6 +48,7 @@ class Config:
         registry.load(plugins=env.get("SWITCHBOARD_PLUGINS", ""))
         file = _read_toml(env.get("GATEWAY_CONFIG"))
         providers = _providers(env, file.get("providers", {}))
+        facts, prices = _model_info(file.get("model_info", {}))
         return cls(
             default_provider=env.get("PROVIDER_NAME") or file.get("default_provider") or "echo",
             providers=MappingProxyType(providers),
@@ -48,6 +56,7 @@ class Config:
             max_body_bytes=int(env.get("MAX_REQUEST_BYTES", 20 * 1024 * 1024)),
             connect_timeout=float(env.get("UPSTREAM_CONNECT_TIMEOUT", 10)),
             read_timeout=float(env.get("UPSTREAM_TIMEOUT", 600)),
+            max_stream_event_bytes=int(env.get("MAX_STREAM_EVENT_BYTES", 8 * 1024 * 1024)),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_bodies=env.get("LOG_LEVEL", "").upper() == "DEBUG",
             database_url=env.get("DATABASE_URL") or "sqlite:///./gateway.db",
@@ -56,12 +65,16 @@ class Config:
             log_queue_max=int(env.get("LOG_QUEUE_MAX", 100_000)),
             log_retention_days=float(env["LOG_RETENTION_DAYS"]) if env.get("LOG_RETENTION_DAYS") else None,
             log_max_rows=int(env["LOG_MAX_ROWS"]) if env.get("LOG_MAX_ROWS") else None,
-            pricing=MappingProxyType(dict(file.get("pricing", {}))),
+            pricing=MappingProxyType({**file.get("pricing", {}), **prices}),
+            model_facts=MappingProxyType(facts),
+            auto_models=_auto_models(file.get("auto", {})),
             master_key=env.get("GATEWAY_MASTER_KEY") or None,
             monthly_cost_limit=float(env["MONTHLY_COST_LIMIT"]) if env.get("MONTHLY_COST_LIMIT") else None,
             default_system_prompt=env.get("DEFAULT_SYSTEM_PROMPT") or None,
             rate_limit=env.get("RATE_LIMIT", ""),
             redis_url=env.get("REDIS_URL") or None,
+            rate_limit_on_store_failure=_choice(env.get("RATE_LIMIT_ON_STORE_FAILURE", "allow"),
+                                                ("allow", "refuse"), "RATE_LIMIT_ON_STORE_FAILURE"),
         )
 
     def secrets(self) -> tuple[str, ...]:
@@ -72,6 +85,41 @@ class Config:
 # per-provider retry and timeout settings a config-file table may carry
 _POLICY_KEYS = ("retries", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout",
                 "cooldown_after", "cooldown_seconds")
+
+
+# [model_info.NAME] keys and the type each must have (bool is not an int here)
+_FACT_TYPES = {"context_length": int, "supports_vision": bool, "supports_tools": bool,
+               "supports_json_schema": bool}
+
+
+def _model_info(tables: Mapping) -> tuple[dict, dict]:
+    """(facts per model, prices per model) from the config's [model_info] tables."""
+    facts, prices = {}, {}
+    for model, table in tables.items():
+        if not isinstance(table, Mapping):
+            raise ValueError(f"model_info.{model} in GATEWAY_CONFIG must be a table")
+        unknown = sorted(set(table) - set(_FACT_TYPES) - {"price"})
+        if unknown:
+            raise ValueError(f"model_info.{model} in GATEWAY_CONFIG: unknown {unknown}; known: "
+                             f"{', '.join([*_FACT_TYPES, 'price'])}")
+        for name, kind in _FACT_TYPES.items():
+            value = table.get(name)
+            if value is not None and (type(value) is not kind or (kind is int and value <= 0)):
+                raise ValueError(f"model_info.{model}.{name} in GATEWAY_CONFIG must be "
+                                 f"{'a positive integer' if kind is int else 'true or false'}")
+        facts[model] = {k: v for k, v in table.items() if k in _FACT_TYPES}
+        if "price" in table:
+            prices[model] = table["price"]
+    return facts, prices
+
+
+def _auto_models(table: Mapping) -> tuple[str, ...] | None:
+    models = table.get("models")
+    if models is None:
+        return None
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise ValueError("auto.models in GATEWAY_CONFIG must be a list of model names")
+    return tuple(models)
 
 
 def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:

@@ -10,7 +10,6 @@ It only reads the answer that pipeline builds: `complete()` -> `Outcome`;
 byte (about the latency when a body comes whole)."""
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import time
@@ -22,7 +21,7 @@ import gevent.queue
 import orjson
 
 from proxy import errors
-from proxy.access_log import RequestLog
+from proxy.access_log import RequestLog, client_request_id
 from proxy.completion import complete
 from proxy.errors import GatewayError, InvalidRequest
 from proxy.log import extract
@@ -58,11 +57,14 @@ class ModelCall:
     def __init__(self, gateway, body: dict, headers: Mapping[str, str], request_id: str,
                  principal=None, path: str = "/v1/compare"):
         self.gateway = gateway
-        self.body = copy.deepcopy(body)
+        # the pipeline changes the body's own fields and its messages list (a system
+        # prompt goes first), never what they hold: a deep copy would cost a copy of
+        # every prompt and fail on deeply nested fields
+        self.body = {**body, "messages": list(body.get("messages") or ())}
         self.headers = headers
         self.principal = principal
         self.outcome = Outcome(model=str(body.get("model")))
-        self.record = RequestLog(request_id, path)
+        self.record = RequestLog(request_id, path, client_request_id(headers))
         self.record.api_key_id = getattr(principal, "key_id", None)
         self.sent = 0  # answer blocks streamed (error events not counted)
 

@@ -13,9 +13,16 @@ import orjson
 from proxy.errors import UpstreamError
 from proxy.redact import scrub_bytes
 
-# a chunk that says the answer is over; quotes inside JSON strings are escaped,
-# so `"finish_reason":"` can only be the field with a value that is not null
-_ENDED = re.compile(rb'"finish_reason":\s*"|^data: ?(?:\[DONE\]|\{"error")', re.M)
+# quotes inside JSON strings are escaped, so `"finish_reason":"` can only be the
+# field with a value that is not null. A pattern that starts with a literal lets
+# the regex engine skip ahead (a 10 MB event: ~4 ms, not ~300 ms)
+_FINISHED = re.compile(rb'"finish_reason":\s*"')
+
+
+def _ends(block: bytes) -> bool:
+    """Whether an event says the answer is over: a finish reason, `[DONE]`, or an
+    error event (plain byte searches, as cheap as a copy)."""
+    return b"[DONE]" in block or b'{"error"' in block or _FINISHED.search(block) is not None
 
 
 def whole_body(body: bytes, provider: str, secrets: tuple[bytes, ...]) -> tuple[bytes, dict]:
@@ -30,16 +37,24 @@ def whole_body(body: bytes, provider: str, secrets: tuple[bytes, ...]) -> tuple[
     return scrub_bytes(body, secrets), answer
 
 
-def stream(batches: Iterator[list[bytes]], provider: str,
-           secrets: tuple[bytes, ...]) -> Iterator[list[bytes]]:
-    """Batches of SSE event blocks, scrubbed; a stream that stops before its end
+def stream_end(batches: Iterator[list[bytes]], provider: str) -> Iterator[list[bytes]]:
+    """Batches of SSE event blocks, passed on; a stream that stops before its end
     raises `upstream_truncated` (the stream guard sends it as an error event and
-    `[DONE]`, so the client never takes a cut answer for a whole one)."""
-    ended = False
+    `[DONE]`, so the client never takes a cut answer for a whole one). The end is
+    looked for only in the last two batches once the stream is over: whatever
+    marks it (the finish chunk, a usage chunk, `[DONE]`) comes last, so no event
+    pays for the check."""
+    last = previous = ()
     for batch in batches:
-        if not ended:
-            ended = any(_ENDED.search(block) for block in batch)
-        yield [scrub_bytes(block, secrets) for block in batch] if secrets else batch
-    if not ended:
+        if batch:
+            previous, last = last, batch
+        yield batch
+    if not any(map(_ends, (*previous, *last))):
         raise UpstreamError(f"{provider} ended the stream before the answer was complete "
                             "(no finish_reason and no [DONE]).", code="upstream_truncated")
+
+
+def scrubbed(chunks: Iterator[bytes], secrets: tuple[bytes, ...]) -> Iterator[bytes]:
+    """Relayed pieces with the gateway's secrets replaced."""
+    for chunk in chunks:
+        yield scrub_bytes(chunk, secrets)

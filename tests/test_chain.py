@@ -96,9 +96,11 @@ def test_list_content_gets_the_answer_as_a_new_part(gateway):
 
 
 def test_failing_step_stops_the_chain(gateway):
-    request_id = "chf-" + uuid.uuid4().hex
+    client_id = "chf-" + uuid.uuid4().hex
     response = chain(gateway, {"messages": user("go"), "steps": [
-        {"model": "echo"}, {"model": "openai/error-500"}, {"model": "echo"}]}, request_id)
+        {"model": "echo"}, {"model": "openai/error-500"}, {"model": "echo"}]}, client_id)
+    request_id = response.headers["x-request-id"]  # the gateway's: it keys the rows
+    assert response.headers["x-client-request-id"] == client_id
     assert response.status_code == 500
     body = response.json()
     assert set(body["error"]) == ERROR_KEYS and body["error"]["code"] == "upstream_error"
@@ -158,11 +160,12 @@ def test_streamed_chain_failing_before_its_first_chunk_is_an_http_error(gateway)
 
 
 def test_each_step_is_a_log_row(gateway):
-    request_id = "chl-" + uuid.uuid4().hex
-    body = chain(gateway, {"messages": user("log me"), "steps": [
-        {"model": "echo"}, {"model": "openai/gpt-4o-mini"}]}, request_id).json()
-    found = poll_rows(gateway, "SELECT * FROM completions WHERE request_id LIKE ? "
-                               "ORDER BY request_id", (request_id + "%",), count=2)
+    client_id = "chl-" + uuid.uuid4().hex
+    response = chain(gateway, {"messages": user("log me"), "steps": [
+        {"model": "echo"}, {"model": "openai/gpt-4o-mini"}]}, client_id)
+    body, request_id = response.json(), response.headers["x-request-id"]
+    found = poll_rows(gateway, "SELECT * FROM completions WHERE client_request_id = ? "
+                               "ORDER BY request_id", (client_id,), count=2)
     assert [r["request_id"] for r in found] == [f"{request_id}-0", f"{request_id}-1"]
     assert [r["provider"] for r in found] == ["echo", "openai"]
     for row, step in zip(found, body["steps"]):
@@ -172,9 +175,9 @@ def test_each_step_is_a_log_row(gateway):
 
 
 def test_streamed_last_step_is_a_log_row_with_usage(gateway):
-    request_id = "chs-" + uuid.uuid4().hex
-    chain(gateway, {"messages": user("log me"), "stream": True, "steps": [
-        {"model": "echo"}, {"model": "openai/gpt-4o-mini"}]}, request_id)
+    client_id = "chs-" + uuid.uuid4().hex
+    request_id = chain(gateway, {"messages": user("log me"), "stream": True, "steps": [
+        {"model": "echo"}, {"model": "openai/gpt-4o-mini"}]}, client_id).headers["x-request-id"]
     found = poll_rows(gateway, "SELECT * FROM completions WHERE request_id LIKE ? "
                                "ORDER BY request_id", (request_id + "%",), count=2)
     assert [r["streamed"] for r in found] == [0, 1]

@@ -222,11 +222,12 @@ def test_invalid_json_is_400(gw):
 
 
 def test_each_model_call_is_a_log_row(gw):
-    request_id = "cmp-" + uuid.uuid4().hex
+    client_id = "cmp-" + uuid.uuid4().hex
     models = ["echo", "openai/gpt-4o-mini", "openai/error-500"]
-    results = compare(gw, {"models": models, "messages": USER}, request_id).json()["results"]
-    everything = poll_rows(gw, "SELECT * FROM completions WHERE request_id LIKE ? ORDER BY request_id",
-                           (request_id + "%",), count=4)
+    response = compare(gw, {"models": models, "messages": USER}, client_id)
+    results, request_id = response.json()["results"], response.headers["x-request-id"]
+    everything = poll_rows(gw, "SELECT * FROM completions WHERE client_request_id = ? "
+                           "ORDER BY request_id", (client_id,), count=4)
     # the 500 was retried once (like chat): that attempt has its own row, `<id>-2.1`
     assert [r["request_id"] for r in everything if "." in r["request_id"]] == [f"{request_id}-2.1"]
     rows = [r for r in everything if "." not in r["request_id"]]
@@ -242,9 +243,10 @@ def test_each_model_call_is_a_log_row(gw):
 
 
 def test_streamed_model_calls_are_log_rows(gw):
-    request_id = "cmps-" + uuid.uuid4().hex
+    client_id = "cmps-" + uuid.uuid4().hex
     response = compare(gw, {"models": ["echo", "openai/gpt-4o-mini"], "messages": USER,
-                            "stream": True}, request_id)
+                            "stream": True}, client_id)
+    request_id = response.headers["x-request-id"]
     summary = events(response)[-2]["summary"]["results"]
     rows = poll_rows(gw, "SELECT * FROM completions WHERE request_id LIKE ? ORDER BY request_id",
                      (request_id + "%",), count=2)

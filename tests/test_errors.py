@@ -117,9 +117,10 @@ def test_oversized_body_is_413(start_gateway):
 
 def test_request_ids(gateway):
     r = post(gateway, json.dumps({"model": "echo", "messages": HI}), {"X-Request-Id": "client-chosen-42"})
-    assert r.headers["x-request-id"] == "client-chosen-42"
+    assert r.headers["x-request-id"].startswith("req_")  # the gateway's own, always
+    assert r.headers["x-client-request-id"] == "client-chosen-42"
     r = post(gateway, json.dumps({"model": "echo", "messages": HI}), {"X-Request-Id": "bad id with spaces"})
-    assert r.headers["x-request-id"].startswith("req_")
+    assert r.headers["x-request-id"].startswith("req_") and "x-client-request-id" not in r.headers
 
 
 def test_full_path_clients_may_omit_v1(gateway):

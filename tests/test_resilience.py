@@ -109,9 +109,11 @@ def test_a_failing_model_falls_back_and_every_attempt_is_logged(client, gw, fake
         model="resilient", messages=HI, extra_headers={"X-Request-Id": "resilient-1"})
     assert served_by(raw) == ("backup", "ok")
     assert raw.parse().choices[0].message.content
-    rows = wait_rows(gw, "resilient-1", 3)
-    assert [(r["request_id"], r["provider"], r["status"]) for r in rows] == [
-        ("resilient-1", "backup", 200), ("resilient-1.1", "primary", 500), ("resilient-1.2", "primary", 500)]
+    request_id = raw.headers["x-request-id"]
+    rows = wait_rows(gw, request_id, 3)
+    assert [(r["request_id"], r["provider"], r["status"], r["client_request_id"]) for r in rows] == [
+        (request_id, "backup", 200, "resilient-1"), (f"{request_id}.1", "primary", 500, "resilient-1"),
+        (f"{request_id}.2", "primary", 500, "resilient-1")]
 
 
 def test_retry_after_is_honoured_then_the_fallback_serves(client, fakes):

@@ -3,10 +3,14 @@ email package, malformed ones refused with 400, keep-alive as clients expect."""
 import io
 import json
 import socket
+from types import SimpleNamespace
 
+import gevent.pywsgi
 import pytest
 
-from proxy.server import MAX_HEADERS, read_headers
+from proxy.server import MAX_HEADERS, Handler, read_headers
+from proxy.shims import ShimMismatch
+from proxy.shims import pywsgi as shim
 
 BODY = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi there"}]})
 
@@ -29,9 +33,37 @@ def test_read_headers_keeps_fields_in_order_and_stops_at_the_blank_line():
     b"Host: x\r\n folded\r\n\r\n",  # obsolete line folding
     b"X: " + b"a" * 70000 + b"\r\n\r\n",
     b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n",
+    b"Host: x\r\nContent-Length: 5",  # the head ends before its blank line
+    # the body's length must be unambiguous (RFC 9112 6.3), as gunicorn and h11 hold it
+    b"Content-Length: 5\r\nContent-Length: 5\r\n\r\n",
+    b"Content-Length: 5\r\nContent-Length: 50\r\n\r\n",
+    b"Content-Length: +5\r\n\r\n",
+    b"Content-Length: -5\r\n\r\n",
+    b"Content-Length: 0x5\r\n\r\n",
+    b"Content-Length: 1_0\r\n\r\n",
+    b"Content-Length: 1 0\r\n\r\n",
+    b"Content-Length: \xb2\r\n\r\n",  # a superscript two: a digit to str.isdigit
+    b"Content-Length:\r\n\r\n",
+    b"Transfer-Encoding: identity\r\n\r\n",
+    b"Transfer-Encoding: gzip, chunked\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+    b"Host: x\r\nHost: y\r\n\r\n",
+    # no control character in a value but HTAB
+    b"X-Note: a\x00b\r\n\r\n",
+    b"X-Note: a\rb\r\n\r\n",
+    b"X-Note: a\r\r\n\r\n",
+    b"X-Note: a\x1bb\r\n\r\n",
+    b"X-Note: a\x7fb\r\n\r\n",
 ])
 def test_malformed_heads_are_marked(head):
     assert read_headers(io.BytesIO(head)).status
+
+
+def test_tabs_obs_text_and_a_chunked_coding_in_any_case_are_read():
+    message = read_headers(io.BytesIO(b"X-Note: \ta\tb\xe9 \t\r\nTransfer-Encoding: Chunked\n\r\n"))
+    assert not message.status
+    assert message.items() == [("X-Note", "a\tb\xe9"), ("Transfer-Encoding", "Chunked")]
 
 
 def exchange(gateway, raw: bytes) -> bytes:
@@ -99,3 +131,70 @@ def test_a_stream_ends_with_done_then_the_last_chunk(gateway):
     body, after = dechunk(chunked)
     assert body.endswith(b"data: [DONE]\n\n") and after == b""
     assert body.count(b"data: ") == body.count(b"\n\n")
+
+
+class CountingSocket:
+    def __init__(self):
+        self.writes: list[bytes] = []
+
+    def sendall(self, data) -> None:
+        self.writes.append(bytes(data))
+
+    def settimeout(self, seconds) -> None:
+        pass
+
+
+def written(method: str, headers: list, body) -> list[bytes]:
+    """The `sendall` calls the worker makes to answer with `headers` and `body`."""
+    handler = Handler(CountingSocket(), ("127.0.0.1", 1), SimpleNamespace(closed=False),
+                      rfile=io.BytesIO())
+    handler.command, handler.request_version = method, "HTTP/1.1"
+    handler.start_response("200 OK", headers)
+    handler.result = body
+    handler.process_result()
+    return handler.socket.writes
+
+
+def test_a_json_answer_is_one_write():
+    writes = written("POST", [("Content-Length", "8")], [b'{"a": 1}'])
+    assert len(writes) == 1
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and writes[0].endswith(b'\r\n\r\n{"a": 1}')
+
+
+def test_a_stream_is_its_head_with_the_first_chunk_then_the_last_chunk_with_the_end():
+    writes = written("POST", [], iter([b"data: 1\n\n", b"data: [DONE]\n\n"]))
+    assert len(writes) == 2
+    assert b"\r\nTransfer-Encoding: chunked\r\n" in writes[0]
+    assert writes[0].endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")
+    assert writes[1] == b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+
+
+def test_a_large_first_write_is_not_copied_into_the_head():
+    body = b"x" * (shim.ONE_WRITE_MAX + 1)
+    writes = written("POST", [("Content-Length", str(len(body)))], [body])
+    assert [w.endswith(b"\r\n\r\n") for w in writes] == [True, False] and writes[1] == body
+
+
+def test_head_gets_the_head_alone_and_the_body_still_runs_to_its_end():
+    ran = []
+
+    def body():
+        yield b'{"a": 1}'
+        ran.append(True)
+
+    writes = written("HEAD", [("Content-Length", "8")], body())
+    assert len(writes) == 1 and ran
+    assert b"\r\nContent-Length: 8\r\n" in writes[0] and writes[0].endswith(b"\r\n\r\n")
+
+
+def test_the_pywsgi_shim_matches_the_pinned_gevent():
+    shim.check()
+
+
+@pytest.mark.parametrize("owner, name", [(gevent.pywsgi.WSGIHandler, "_write_with_headers"),
+                                         (gevent.pywsgi.WSGIHandler, "response_use_chunked"),
+                                         (gevent.pywsgi.Input, "_discard")])
+def test_the_pywsgi_shim_names_what_another_gevent_lacks(monkeypatch, owner, name):
+    monkeypatch.delattr(owner, name)
+    with pytest.raises(ShimMismatch, match=name):
+        shim.check()

@@ -1,14 +1,23 @@
 """proxy/upstream.py against real sockets: an SSE body cut into events as they
 arrive (byte for byte, whatever the line endings and however the upstream splits
-its writes), cut-off bodies, and pooled connections the upstream closed."""
+its writes), cut-off bodies, pooled connections the upstream closed, each timeout
+phase with its own limit on pooled connections, and geventhttpclient's private
+names kept in its shim."""
+import ast
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from geventhttpclient.connectionpool import ConnectionPool
+from geventhttpclient.response import HTTPResponse
 
-from proxy.errors import UpstreamError
-from proxy.upstream import HttpPool
+from proxy import upstream
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.shims import ShimMismatch
+from proxy.shims import geventhttpclient as shim
+from proxy.upstream import HttpPool, Timeouts
 from tests.fakes.server import FakeServer, Reply, pause
 
 EVENTS = [b'data: {"a":1}\n\n', b'data: {"b":2}\r\n\r\n', b"event: x\ndata: y\n\n",
@@ -101,3 +110,129 @@ def test_a_pooled_connection_the_upstream_closed_is_not_reused():
     finally:
         pool.close()
         listener.close()
+
+
+# --- timeouts: each phase gets its own limit, whatever the last request left ------
+
+def chunked(events) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+
+
+def test_a_pooled_connection_waits_for_its_next_head_under_the_first_byte_limit():
+    """first_byte 5 s, idle 1 s, every head after 2 s. The first stream's body ends in
+    the read that brings its last batch, so its connection is back in the pool while
+    that batch is still being handled (a client slow to read the end); the next
+    request takes that connection and must wait for its head under the first-byte
+    limit, not the idle limit the stream set on the socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections = []
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def answer_two_requests_on_one_connection():
+        conn, _ = listener.accept()
+        connections.append(conn)
+        for _ in range(2):
+            conn.recv(65536)
+            time.sleep(2)
+            conn.sendall(head)
+            time.sleep(0.2)  # the head is read alone, then the whole body at once
+            conn.sendall(chunked(EVENTS))
+
+    threading.Thread(target=answer_two_requests_on_one_connection, daemon=True).start()
+    pool = HttpPool()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    timeouts = Timeouts(connect=10, first_byte=5, idle=1)
+    try:
+        first = pool.request("POST", url, headers={}, body=b"{}", timeouts=timeouts)
+        first_batches = first.event_batches()
+        assert next(first_batches) == EVENTS  # the end of the body came with it
+        second = pool.request("POST", url, headers={}, body=b"{}", timeouts=timeouts)
+        assert list(second.event_batches()) == [EVENTS]
+        assert list(first_batches) == []
+        first.close()
+        second.close()
+        assert len(connections) == 1  # the second request did reuse the first's connection
+    finally:
+        pool.close()
+        listener.close()
+
+
+def test_the_idle_limit_still_cuts_a_silent_stream():
+    with serve([EVENTS[0], pause(1.5), EVENTS[1]]) as fake:
+        pool = HttpPool()
+        try:
+            resp = pool.request("POST", fake.url + "/v1", headers={}, body=b"{}",
+                                timeouts=Timeouts(connect=10, first_byte=5, idle=0.5))
+            got = []
+            with pytest.raises(UpstreamTimeout):
+                for batch in resp.event_batches():
+                    got.append(batch)
+            resp.close()
+            assert got == [[EVENTS[0]]]
+        finally:
+            pool.close()
+
+
+def test_the_total_limit_cuts_an_event_that_never_ends():
+    """total 0.5 s: an upstream that keeps one event coming a byte at a time is never
+    silent for the idle limit; it is cut while the event is still arriving."""
+    trickle = 300  # pieces of 0.05 s: 15 s if nothing cuts it
+    sent = []
+
+    def pieces():
+        yield EVENTS[0]
+        for _ in range(trickle):
+            yield pause(0.05)
+            sent.append(1)
+            yield b"x"
+        yield b"\n\n"
+
+    with serve(pieces()) as fake:
+        pool = HttpPool()
+        try:
+            resp = pool.request("POST", fake.url + "/v1", headers={}, body=b"{}",
+                                timeouts=Timeouts(connect=10, first_byte=5, idle=1, total=0.5))
+            with pytest.raises(UpstreamTimeout):
+                list(resp.event_batches())
+            resp.close()
+            assert fake.disconnects.wait(10)
+            assert len(sent) < trickle
+        finally:
+            pool.close()
+
+
+# --- geventhttpclient's private names: only in the shim, checked at import --------
+
+def test_the_shim_check_passes_on_the_pinned_version():
+    assert shim.check() is None
+
+
+def test_a_missing_class_name_is_named(monkeypatch):
+    monkeypatch.delattr(ConnectionPool, "_is_socket_alive")
+    with pytest.raises(ShimMismatch, match="_is_socket_alive"):
+        shim.check()
+
+
+def test_a_missing_instance_name_is_named(monkeypatch):
+    """Names the constructor sets are checked on a real (socketless) response."""
+    constructor = HTTPResponse.__init__
+
+    def without_body_buffer(self, *args, **kw):
+        constructor(self, *args, **kw)
+        del self._body_buffer
+
+    monkeypatch.setattr(HTTPResponse, "__init__", without_body_buffer)
+    with pytest.raises(ShimMismatch, match="_body_buffer"):
+        shim.check()
+
+
+def test_upstream_reaches_geventhttpclient_internals_only_through_the_shim():
+    """No private (`_x`) or undocumented name of another object in proxy/upstream.py."""
+    undocumented = {"feed", "release", "message_complete", "block_size", "get_socket",
+                    "return_socket", "release_socket"}
+    tree = ast.parse(Path(upstream.__file__).read_text())
+    reached = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                      and (node.attr in undocumented or node.attr.startswith("_"))
+                      and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                      and not node.attr.startswith("__")})
+    assert reached == []

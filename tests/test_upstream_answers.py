@@ -86,7 +86,7 @@ def row(gw, request_id: str) -> dict:
 
 
 def everything_stored(gw) -> bytes:
-    return b"".join(p.read_bytes() for p in gw.db_path.parent.glob("gateway.db*"))
+    return b"".join(p.read_bytes() for p in gw.db_path.parent.rglob("*") if p.is_file())
 
 
 @pytest.mark.parametrize("model", ["not-json", "json-list"])

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 class Entry:
     request_id: str
     created_at: float
+    #: the client's own id for the request (X-Client-Request-Id / X-Request-Id)
+    client_request_id: str | None = None
     status: int = 200
     provider: str | None = None
     model_requested: str | None = None
@@ -25,3 +27,9 @@ class Entry:
     pieces: list[bytes] = field(default_factory=list)
     #: set only when a session turn is written by the gateway itself
     session_turn: bool = False
+    #: prompt tokens estimated on the request path, for a row rebuilt from the
+    #: journal without its messages (a request the process died serving)
+    prompt_estimate: int | None = None
+    #: n for the row of a request's n-th failed try that a retry or fallback followed;
+    #: 0 for the request's own row (usage and metrics count requests, not tries)
+    attempt: int = 0

@@ -88,4 +88,21 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX completions_key_month ON completions(api_key_id, created_at)
 """),
+    # 0: the client's request (its row holds its last try); n: its n-th failed try that a
+    # retry or a fallback followed. Usage counts requests, not tries. Rows logged before
+    # are attempts when their id is `<id>.<n>` of a request `<id>` in the log.
+    ("0003_completion_attempt", """
+ALTER TABLE completions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+UPDATE completions SET attempt = CAST(substr(request_id, length(rtrim(request_id, '0123456789')) + 1)
+                                      AS INTEGER)
+WHERE rtrim(request_id, '0123456789') <> request_id
+  AND substr(rtrim(request_id, '0123456789'), -1) = '.'
+  AND substr(request_id, 1, length(rtrim(request_id, '0123456789')) - 1)
+      IN (SELECT request_id FROM completions)
+"""),
+    # rows are keyed by the gateway's own request id; the client's id is kept beside it
+    ("0004_client_request_id", """
+ALTER TABLE completions ADD COLUMN client_request_id TEXT;
+CREATE INDEX completions_client_request_id ON completions(client_request_id)
+"""),
 ]

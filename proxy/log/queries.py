@@ -50,21 +50,26 @@ _SESSION_FEEDBACK = _FEEDBACK + """
 WHERE f.message_id IN (SELECT id FROM session_messages WHERE session_id = ?)
    OR f.completion_row IN (SELECT id FROM completions WHERE session_id = ?) ORDER BY f.id"""
 
+# `requests` and `errors` count calls to the gateway (a request's failed tries that a
+# retry or fallback followed are rows of their own, `attempt` > 0); `attempts` counts
+# calls to providers: every row that names one holds a try
 _USAGE = """
-SELECT {expr} AS grp, count(*) AS requests, coalesce(sum(c.status >= 400), 0) AS errors,
+SELECT {expr} AS grp, coalesce(sum(c.attempt = 0), 0) AS requests,
+  coalesce(sum(c.attempt = 0 AND c.status >= 400), 0) AS errors,
+  coalesce(sum(c.provider IS NOT NULL), 0) AS attempts,
   coalesce(sum(c.prompt_tokens), 0) AS prompt_tokens,
   coalesce(sum(c.completion_tokens), 0) AS completion_tokens,
   coalesce(sum(c.cached_tokens), 0) AS cached_tokens,
   coalesce(sum(c.reasoning_tokens), 0) AS reasoning_tokens,
   coalesce(sum(c.cost_usd), 0) AS cost_usd,
-  coalesce(sum(c.cost_usd IS NULL AND c.status < 400), 0) AS cost_unknown_requests
+  coalesce(sum(c.cost_usd IS NULL AND c.status < 400 AND c.attempt = 0), 0) AS cost_unknown_requests
 FROM completions c WHERE c.created_at >= ? AND c.created_at < ?{owner} GROUP BY grp"""
 _LATENCIES = ("SELECT {expr} AS grp, c.latency_ms FROM completions c WHERE c.created_at >= ? "
               "AND c.created_at < ?{owner} AND c.status < 400 AND c.latency_ms IS NOT NULL")
 _USAGE_FEEDBACK = ("SELECT {expr} AS grp, f.feedback_type, f.rating FROM feedback f "
                    "JOIN completions c ON c.id = f.completion_row "
                    "WHERE c.created_at >= ? AND c.created_at < ?{owner}")
-_SUMMED = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens",
+_SUMMED = ("requests", "errors", "attempts", "prompt_tokens", "completion_tokens", "cached_tokens",
            "reasoning_tokens", "cost_usd", "cost_unknown_requests")
 
 
@@ -95,10 +100,16 @@ def update_session(conn, session_id: str, fields: dict) -> bool:
 
 
 def delete_session(conn, session_id: str) -> bool:
-    """The session with its completions, messages and feedback (foreign-key
-    cascades), and the message bodies nothing else refers to any more."""
+    """The session's conversation: its messages, feedback and the bodies nothing
+    else refers to any more. Its completions stay, detached and without content:
+    they are the accounting that budgets, limits and usage read, which deleting a
+    conversation must never erase."""
     with write_transaction(conn):
         hashes = _session_hashes(conn, session_id)
+        conn.execute("DELETE FROM feedback WHERE completion_row IN "
+                     "(SELECT id FROM completions WHERE session_id = ?)", (session_id,))
+        conn.execute("UPDATE completions SET session_id = NULL, prompt_refs = NULL, "
+                     "answer_ref = NULL WHERE session_id = ?", (session_id,))
         deleted = conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
         if deleted and hashes:
             _delete_orphans(conn, hashes)

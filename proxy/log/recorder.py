@@ -1,4 +1,6 @@
-"""The log as the rest of the gateway sees it: `record(entry)`, reads, close."""
+"""The log as the rest of the gateway sees it: `started(record, route)`,
+`record(entry)`, reads, close. Both writes are journaled before anything else
+(proxy/log/journal.py), so a killed process loses no row."""
 from __future__ import annotations
 
 import atexit
@@ -7,6 +9,7 @@ import sqlite3
 
 from proxy.log import db
 from proxy.log.entry import Entry
+from proxy.log.journal import Journal, directory_for
 from proxy.log.pricing import Pricing
 from proxy.log.retention import Retention
 from proxy.log.rows import RowWriter
@@ -27,12 +30,26 @@ class Recorder:
             conn.close()
         if applied:
             log.info("log database %s: applied %s", self.path, ", ".join(applied))
+        self.journal = Journal(directory_for(self.path))
+        recovered = self.journal.recover()
         self.writer = LogWriter(self.path, RowWriter(pricing, content_mode, feed), max_queue=max_queue,
-                                maintenance=retention).start()
+                                maintenance=retention, committed=self.journal.settle).start()
+        for entry in recovered:
+            self._queue(entry)
         atexit.register(self.close)
 
+    def started(self, record, route) -> None:
+        """`record` (a RequestLog) is going upstream: if this process dies before it
+        is answered, the next start still writes its row (interrupted)."""
+        self.journal.started(record, route)
+
     def record(self, entry: Entry) -> None:
-        self.writer.put(entry)
+        self.journal.finished(entry)
+        self._queue(entry)
+
+    def _queue(self, entry: Entry) -> None:
+        if not self.writer.put(entry):
+            self.journal.forget(entry)
 
     def connection(self) -> sqlite3.Connection:
         """A connection for reads and admin writes (sessions, feedback), per request."""
@@ -42,4 +59,6 @@ class Recorder:
         return self.writer.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
-        return self.writer.close(timeout)
+        flushed = self.writer.close(timeout)
+        self.journal.close()
+        return flushed

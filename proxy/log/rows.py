@@ -10,13 +10,13 @@ from proxy.log import content, extract
 from proxy.log.costs import usage_tokens
 from proxy.log.db import write_transaction
 from proxy.log.entry import Entry
-from proxy.metrics import Written
+from proxy.metrics import NONE, Written
 
 _COLUMNS = ("request_id", "completion_id", "created_at", "session_id", "api_key_id", "provider",
             "model_requested", "model_answered", "status", "error_type", "finish_reason",
             "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
             "tokens_estimated", "cost_usd", "latency_ms", "ttft_ms", "streamed",
-            "client_disconnected", "prompt_refs", "answer_ref")
+            "client_disconnected", "prompt_refs", "answer_ref", "attempt", "client_request_id")
 _INSERT = (f"INSERT OR IGNORE INTO completions ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_COLUMNS))})")
 
@@ -49,27 +49,33 @@ class RowWriter:
         refs = [self._store(conn, m) for m in messages]
         answer = summary.answer_message()
         answer_ref = self._store(conn, answer) if answer else None
-        if entry.session_id:
+        session_id = entry.session_id
+        if session_id:
             self._ensure_session(conn, entry)
-        row = (entry.request_id, summary.completion_id, entry.created_at, entry.session_id,
+            if not self._same_owner(conn, entry):
+                session_id = None  # another key's session: the row stays the caller's alone
+        row = (entry.request_id, summary.completion_id, entry.created_at, session_id,
                entry.api_key_id, entry.provider, entry.model_requested, model, entry.status,
                entry.error_type or summary.error_type, summary.finish_reason, *usage,
                int(estimated), cost, entry.latency_ms, entry.ttft_ms, int(entry.streamed),
                int(entry.client_disconnected),
-               orjson.dumps(refs).decode() if self.content_mode != "none" else None, answer_ref)
+               orjson.dumps(refs).decode() if self.content_mode != "none" else None, answer_ref,
+               entry.attempt, entry.client_request_id)
         cursor = conn.execute(_INSERT, row)
-        if entry.session_id and cursor.rowcount and self._same_owner(conn, entry):
+        if session_id and cursor.rowcount:
             self._append_turn(conn, entry, cursor.lastrowid, messages, refs, answer, answer_ref)
         if self.feed is not None and cursor.rowcount:
-            self.feed(Written(entry.provider or "none",
-                              entry.model_upstream or entry.model_requested or "none",
+            self.feed(Written(entry.provider or NONE,
+                              entry.model_upstream or entry.model_requested or NONE,
                               entry.status, entry.error_type or summary.error_type,
                               _seconds(entry.latency_ms), _seconds(entry.ttft_ms),
-                              _token_kinds(usage), cost))
+                              _token_kinds(usage), cost, bool(entry.attempt)))
 
     def _usage(self, entry: Entry, summary: extract.Summary):
         if summary.usage:
             return usage_tokens(summary.usage), False
+        if entry.prompt_estimate is not None:  # interrupted: the prompt was sent, the answer is lost
+            return (entry.prompt_estimate, 0, 0, 0), True
         if entry.status >= 400 or not entry.messages:
             return (None, None, None, None), False
         # no usage from upstream (cut-off stream, provider without usage): estimate it
@@ -85,11 +91,11 @@ class RowWriter:
 
     @staticmethod
     def _same_owner(conn, entry: Entry) -> bool:
-        """A key writes only into its own sessions (the master key into any)."""
+        """A key writes only into its own sessions (the master key, or an open
+        gateway, into any), as the session API lets it see only its own."""
         owner = conn.execute("SELECT api_key_id FROM sessions WHERE id = ?",
                              (entry.session_id,)).fetchone()
-        return owner is None or owner[0] is None or entry.api_key_id is None \
-            or owner[0] == entry.api_key_id
+        return entry.api_key_id is None or owner is None or owner[0] == entry.api_key_id
 
     def _append_turn(self, conn, entry, row_id, messages, refs, answer, answer_ref) -> None:
         """Append to the session what it has not stored yet: the request's messages

@@ -31,13 +31,14 @@ def _original(module: str, name: str):
 
 class LogWriter:
     def __init__(self, path: str, rows: RowWriter, *, max_queue: int = 100_000, batch: int = 500,
-                 interval: float = 0.05, maintenance=None):
+                 interval: float = 0.05, maintenance=None, committed=None):
         self.path = path
         self.rows = rows
         self.max_queue = max_queue
         self.batch = batch
         self.interval = interval
         self.maintenance = maintenance
+        self.committed = committed  # told of each batch once written or given up on
         self._queue: deque[Entry] = deque()
         self._pending: list[Entry] = []  # a batch that failed, kept for the next try
         self.dropped = 0
@@ -106,6 +107,7 @@ class LogWriter:
         try:
             self.rows.write(conn, batch)
             self.written += len(batch)
+            self._settle(batch)
         except sqlite3.OperationalError as exc:  # locked or busy: keep the rows, try again
             log.warning("log write failed, will retry: %s", exc)
             self._pending = batch
@@ -125,6 +127,15 @@ class LogWriter:
             except Exception:
                 self.dropped += 1
                 log.exception("log row dropped (request %s)", entry.request_id)
+        self._settle(batch)  # a row that failed alone would fail again: its journal line may go
+
+    def _settle(self, batch: list[Entry]) -> None:
+        if self.committed is None:
+            return
+        try:
+            self.committed(batch)
+        except Exception:  # the journal keeps its files; the rows are written all the same
+            log.exception("log journal could not be settled")
 
     @staticmethod
     def _guard(fn, conn) -> None:

@@ -2,7 +2,7 @@
 the system prompt the gateway adds for it."""
 from __future__ import annotations
 
-from proxy.errors import PermissionDenied
+from proxy.errors import NotFound, PermissionDenied
 from proxy.policy.keys import Principal
 
 SYSTEM_ROLES = ("system", "developer")
@@ -53,3 +53,15 @@ def owner(principal: Principal | None) -> str | None:
 def owns(principal: Principal | None, key_id: str | None) -> bool:
     mine = owner(principal)
     return mine is None or mine == key_id
+
+
+def check_session(connection, session_id: str, principal: Principal) -> None:
+    """A virtual key names only its own sessions (or a new id): another's is not
+    found, as the session API says, before anything is called or written. Master
+    and open callers, which see every session, are never asked (no read)."""
+    if principal.key_id is None:
+        return
+    row = connection.execute("SELECT api_key_id FROM sessions WHERE id = ?",
+                             (session_id,)).fetchone()
+    if row is not None and not owns(principal, row[0]):
+        raise NotFound(f"No session with id '{session_id}'.", param="X-Session-Id")

@@ -6,43 +6,35 @@ import time
 from datetime import datetime, timezone
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxy.errors import NotFound
+from proxy import params
+from proxy.errors import InvalidRequest, NotFound
 from proxy.policy.keys import digest, hint, new_secret
-from proxy.schema import validate_as
 
 _JSON_FIELDS = ("models", "providers", "metadata")
-_FIELDS = ("name", "models", "providers", "rpm_limit", "tpm_limit", "monthly_budget_usd",
-           "expires_at", "system_prompt", "metadata")
-
-
-class KeyUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    models: list[str] | None = None
-    providers: list[str] | None = None
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
-    monthly_budget_usd: float | None = Field(default=None, ge=0)
-    expires_at: datetime | float | None = None
-    system_prompt: str | None = None
-    metadata: dict | None = None
-
-    @field_validator("expires_at")
-    @classmethod
-    def _timestamp(cls, value):
-        if isinstance(value, datetime):
-            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-        return value
-
-
-class KeyCreate(KeyUpdate):
-    name: str = Field(min_length=1, max_length=200)
+# the fields a client may set, each with its check (see proxy/params.py); null
+# clears a field, except `name`, which every key has
+_CHECKS = {
+    "name": params.text(params.MAX_NAME, min_chars=1),
+    "models": params.string_list(),
+    "providers": params.string_list(),
+    "rpm_limit": params.integer(1, params.MAX_LIMIT),
+    "tpm_limit": params.integer(1, params.MAX_LIMIT),
+    "monthly_budget_usd": params.number(0, params.MAX_USD),
+    "expires_at": params.timestamp,
+    "system_prompt": params.text(params.MAX_PROMPT),
+    "metadata": params.json_object,
+}
+_FIELDS = tuple(_CHECKS)
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts is not None else None
+    if ts is None:
+        return None
+    # a row stored before the checks may hold any float: show it clamped, so the
+    # key can still be listed and repaired
+    clamped = min(max(ts, params.TIME_MIN), params.TIME_MAX)
+    return datetime.fromtimestamp(clamped, timezone.utc).isoformat()
 
 
 def view(row) -> dict:
@@ -60,8 +52,18 @@ def _column(name: str, value):
     return orjson.dumps(value).decode() if name in _JSON_FIELDS and value is not None else value
 
 
+def _checked(body: dict) -> dict:
+    fields = params.checked(body, _CHECKS)
+    if "name" in fields and fields["name"] is None:
+        raise InvalidRequest("`name` cannot be null.", param="name", code="invalid_value")
+    return fields
+
+
 def create(conn, body: dict) -> dict:
-    fields = validate_as(KeyCreate, body).model_dump()
+    if body.get("name") is None:
+        raise InvalidRequest("Missing required parameter: 'name'.", param="name",
+                             code="missing_required_parameter")
+    fields = dict.fromkeys(_FIELDS) | _checked(body)
     key_id, secret = "key_" + secrets.token_hex(8), new_secret()
     conn.execute(
         f"INSERT INTO api_keys (id, key_hash, key_hint, created_at, {', '.join(_FIELDS)}) "
@@ -83,7 +85,7 @@ def list_keys(conn) -> list[dict]:
 
 
 def update(conn, key_id: str, body: dict) -> dict:
-    given = validate_as(KeyUpdate, body).model_dump(exclude_unset=True)
+    given = _checked(body)
     get(conn, key_id)
     if given:
         assignments = ", ".join(f"{name} = ?" for name in given)

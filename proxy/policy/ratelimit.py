@@ -22,20 +22,16 @@ A refused request counts nothing. `settle` corrects the token count of the
 window a request was counted in (pass `decision.window`) once the real usage
 is known; counts never go below zero.
 
-If the store fails (locked past the busy timeout, Redis unreachable), the
-limiter fails open: the request is allowed, the failure logged and counted in
-`limiter.failures`.
+A failing store (locked past the busy timeout, Redis unreachable) raises; what
+that means for the request (allow or refuse, RATE_LIMIT_ON_STORE_FAILURE) is
+the gate's to decide (proxy/policy/gate.py), whatever the exception.
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
-import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
-
-log = logging.getLogger("switchboard.ratelimit")
 
 WINDOW_S = 60
 
@@ -91,7 +87,7 @@ class Decision:
 class RateLimiter(Protocol):
     def check(self, subject: str, limits: Limits, tokens: int) -> Decision:
         """Atomically: refuse if the request would exceed rpm or tpm; otherwise
-        count 1 request and `tokens` and allow."""
+        count 1 request and `tokens` and allow. Raises if the store fails."""
 
     def settle(self, subject: str, limits: Limits, estimated: int, actual: int,
                window: int | None = None) -> None:
@@ -265,21 +261,6 @@ def _wait(limit: int, prev: int, cur: int, cost: int, now: float, end: float,
 
 def unlimited_decision() -> Decision:
     return Decision(True, None, None, None, None, None, None, None, None)
-
-
-class FailOpen:
-    """Shared by the backends: allow when the store fails, log at most every 10 s."""
-    failures = 0
-    _last_logged = 0.0
-
-    def _failed(self, limits: Limits, error: Exception) -> Decision:
-        self.failures += 1
-        t = time.monotonic()
-        if t - self._last_logged >= 10:
-            self._last_logged = t
-            log.warning("rate limiter store failed, allowing the request (%d failures so far): %s",
-                        self.failures, error)
-        return Decision(True, limits.rpm, None, None, limits.tpm, None, None, None, None)
 
 
 Clock = Callable[[], float]

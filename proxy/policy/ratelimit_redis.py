@@ -9,7 +9,8 @@ still agree on the window; a `now` clock given to the constructor is sent
 instead (tests).
 
 The client uses a connection pool; under gevent's monkey-patching its sockets
-are cooperative. Socket timeouts are short: a slow Redis fails open.
+are cooperative. Socket timeouts are short: a slow Redis is a failing store
+(see the gate's RATE_LIMIT_ON_STORE_FAILURE), not a slow request.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from proxy.policy.ratelimit import (WINDOW_S, Clock, Counts, Decision, FailOpen, Limits, decide,
-                                    roll, unlimited_decision)
+from proxy.policy.ratelimit import (WINDOW_S, Clock, Counts, Decision, Limits, decide, roll,
+                                    unlimited_decision)
 
 # KEYS[1] subject key; ARGV: now ("" = server TIME), window_s, rpm (-1 = none),
 # tpm (-1 = none), cost. Same arithmetic as ratelimit.roll / refusal.
@@ -84,7 +85,7 @@ return 1
 _REASONS = {0: None, 1: "requests", 2: "tokens"}
 
 
-class RedisRateLimiter(FailOpen):
+class RedisRateLimiter:
     def __init__(self, url: str | None = None, *, client: "redis.Redis | None" = None,
                  now: Clock | None = None, window_s: int = WINDOW_S,
                  prefix: str = "switchboard:ratelimit:", socket_timeout: float = 0.5):
@@ -112,14 +113,11 @@ class RedisRateLimiter(FailOpen):
         if limits.unlimited:
             return unlimited_decision()
         cost = max(0, int(tokens))
-        try:
-            refused, now_us, *state = self._check(
-                keys=[self.prefix + subject],
-                args=[self._now_arg(), self.window_s,
-                      -1 if limits.rpm is None else limits.rpm,
-                      -1 if limits.tpm is None else limits.tpm, cost])
-        except redis.RedisError as error:
-            return self._failed(limits, error)
+        refused, now_us, *state = self._check(
+            keys=[self.prefix + subject],
+            args=[self._now_arg(), self.window_s,
+                  -1 if limits.rpm is None else limits.rpm,
+                  -1 if limits.tpm is None else limits.tpm, cost])
         now = now_us / 1_000_000
         counts = Counts(*(int(v) for v in state))
         # `roll` only recomputes the previous window's weight here (counts are current)
@@ -133,11 +131,8 @@ class RedisRateLimiter(FailOpen):
             return
         if window is None and self._now is not None:
             window = math.floor(self._now() / self.window_s)
-        try:
-            self._settle(keys=[self.prefix + subject],
-                         args=["" if window is None else window, delta, self.window_s])
-        except redis.RedisError as error:
-            self._failed(limits, error)
+        self._settle(keys=[self.prefix + subject],
+                     args=["" if window is None else window, delta, self.window_s])
 
     def close(self) -> None:
         if self._owns_client:

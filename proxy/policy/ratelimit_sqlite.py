@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from proxy.log.db import write_transaction
-from proxy.policy.ratelimit import (WINDOW_S, Clock, Counts, Decision, FailOpen, Limits, decide,
-                                    refusal, roll, unlimited_decision)
+from proxy.policy.ratelimit import (WINDOW_S, Clock, Counts, Decision, Limits, decide, refusal,
+                                    roll, unlimited_decision)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ratelimit (
@@ -47,7 +47,7 @@ _SETTLE = ("UPDATE ratelimit SET "
            "WHERE subject = :s AND window IN (:w, :w + 1)")
 
 
-class SqliteRateLimiter(FailOpen):
+class SqliteRateLimiter:
     def __init__(self, path: str, *, now: Clock = time.time, window_s: int = WINDOW_S,
                  busy_timeout_ms: int = 500, open_timeout_s: float = 10.0,
                  cleanup_interval_s: float = 60.0):
@@ -82,24 +82,21 @@ class SqliteRateLimiter(FailOpen):
             return unlimited_decision()
         cost = max(0, int(tokens))
         now = self._now()
-        try:
-            with self._lock:
-                with write_transaction(self._conn()) as db:
-                    row = db.execute("SELECT window, requests, tokens, prev_requests, prev_tokens "
-                                     "FROM ratelimit WHERE subject = ?", (subject,)).fetchone()
-                    counts, weight = roll(Counts(*row) if row else None, now, self.window_s)
-                    reason = refusal(counts, weight, limits, cost)
-                    if reason is None:
-                        counts = Counts(counts.window, counts.requests + 1, counts.tokens + cost,
-                                        counts.prev_requests, counts.prev_tokens)
-                        db.execute(_UPSERT, (subject, counts.window, counts.requests,
-                                             counts.tokens, counts.prev_requests,
-                                             counts.prev_tokens))
-                    if now >= self._next_cleanup:
-                        self._next_cleanup = now + self.cleanup_interval_s
-                        db.execute("DELETE FROM ratelimit WHERE window < ?", (counts.window - 1,))
-        except sqlite3.Error as error:
-            return self._failed(limits, error)
+        with self._lock:
+            with write_transaction(self._conn()) as db:
+                row = db.execute("SELECT window, requests, tokens, prev_requests, prev_tokens "
+                                 "FROM ratelimit WHERE subject = ?", (subject,)).fetchone()
+                counts, weight = roll(Counts(*row) if row else None, now, self.window_s)
+                reason = refusal(counts, weight, limits, cost)
+                if reason is None:
+                    counts = Counts(counts.window, counts.requests + 1, counts.tokens + cost,
+                                    counts.prev_requests, counts.prev_tokens)
+                    db.execute(_UPSERT, (subject, counts.window, counts.requests,
+                                         counts.tokens, counts.prev_requests,
+                                         counts.prev_tokens))
+                if now >= self._next_cleanup:
+                    self._next_cleanup = now + self.cleanup_interval_s
+                    db.execute("DELETE FROM ratelimit WHERE window < ?", (counts.window - 1,))
         return decide(counts, weight, now, limits, cost, reason, self.window_s)
 
     def settle(self, subject: str, limits: Limits, estimated: int, actual: int,
@@ -109,12 +106,9 @@ class SqliteRateLimiter(FailOpen):
             return
         if window is None:
             window = math.floor(self._now() / self.window_s)
-        try:
-            with self._lock:
-                # one statement: atomic on its own
-                self._conn().execute(_SETTLE, {"w": window, "d": delta, "s": subject})
-        except sqlite3.Error as error:
-            self._failed(limits, error)
+        with self._lock:
+            # one statement: atomic on its own
+            self._conn().execute(_SETTLE, {"w": window, "d": delta, "s": subject})
 
     def close(self) -> None:
         with self._lock:

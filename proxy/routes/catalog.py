@@ -16,8 +16,8 @@ def model_facts() -> dict:
     return tomllib.loads(text)["models"]
 
 
-def _facts(model: str) -> dict:
-    facts = model_facts()
+def facts_of(facts: dict, model: str) -> dict:
+    """What `facts` (shipped, or with the operator's) know of a model id, prefixed or not."""
     return facts.get(model) or facts.get(model.rsplit("/", 1)[-1]) or {}
 
 
@@ -42,5 +42,6 @@ def models():
                                          if provider.spec.default_model else ())
         for model in ids:
             data.append({"id": model, "object": "model", "created": 0, "owned_by": provider.name,
-                         "provider": provider.name, **_facts(provider.spec.aliases.get(model, model))})
+                         "provider": provider.name,
+                         **facts_of(gateway.model_facts, provider.spec.aliases.get(model, model))})
     return jsonify({"object": "list", "data": data})

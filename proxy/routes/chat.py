@@ -32,7 +32,8 @@ class ChatEndpoint:
         if path not in PATHS:
             return self.fallback(environ, start_response)
         headers = EnvironHeaders(environ)
-        record = RequestLog(access_log.request_id(headers.get("X-Request-Id")), path)
+        record = RequestLog(access_log.new_request_id(), path,
+                            access_log.client_request_id(headers))
         try:
             answer = self._answer(environ, headers, record)
         except Exception as exc:
@@ -59,9 +60,11 @@ def read_body(environ, limit: int) -> bytes:
     """The request body, refused (413) past `limit` before it is read."""
     try:
         return _read_body(environ, limit)
-    except OSError:  # the client went silent (the worker's idle timeout) or away mid-body
+    except OSError:  # the client went silent, too slow (the worker's limits) or away mid-body
+        # where the next request would start is unknown: the connection closes
         raise errors.GatewayError("The request body did not arrive in time.", status=408,
-                                  type="invalid_request_error", code="request_timeout") from None
+                                  type="invalid_request_error", code="request_timeout",
+                                  headers={"Connection": "close"}) from None
 
 
 def _read_body(environ, limit: int) -> bytes:
@@ -98,20 +101,25 @@ def send(answer: Answer, record: RequestLog, start_response):
         headers.append(("Content-Length", str(len(body))))
         body = (body,)
     headers.append(("x-request-id", record.request_id))
+    if record.client_request_id:
+        headers.append(("x-client-request-id", record.client_request_id))
     start_response(status_line(answer.status), headers)
-    return ClosingBody(body, record.finish)
+    return ClosingBody(body, record)
 
 
 class ClosingBody:
     """The WSGI body: closing it (end of the answer, or client gone) closes the
-    answer's iterator, hence the upstream, then writes the request's log."""
-    __slots__ = ("body", "on_close")
+    answer's iterator, hence the upstream, then writes the request's log. A body not
+    handed over to the server to its end was cut (the client went away, or did not
+    read within the worker's write limit): the log says so."""
+    __slots__ = ("body", "record", "delivered")
 
-    def __init__(self, body, on_close):
-        self.body, self.on_close = body, on_close
+    def __init__(self, body, record: RequestLog):
+        self.body, self.record, self.delivered = body, record, False
 
     def __iter__(self):
-        return iter(self.body)
+        yield from self.body
+        self.delivered = True  # the server asked for more after the last piece was written
 
     def close(self) -> None:
         try:
@@ -119,7 +127,9 @@ class ClosingBody:
             if close is not None:
                 close()
         finally:
-            self.on_close()
+            if not self.delivered:
+                self.record.disconnected = True
+            self.record.finish()
 
 
 @cache

@@ -7,6 +7,7 @@ from contextlib import closing
 
 from flask import Blueprint, current_app, g, jsonify, request
 
+from proxy import params
 from proxy.completion import parse_object
 from proxy.errors import InvalidRequest, NotFound
 from proxy.log import queries
@@ -15,6 +16,10 @@ from proxy.policy.access import owns
 bp = Blueprint("feedback", __name__)
 
 MAX_COMMENT = 10_000
+_COMPLETION_ID = params.text(params.MAX_ID, min_chars=1)
+_MESSAGE_ID = params.integer(1, params.SQLITE_INT_MAX)
+_CHECKS = {"feedback_type": params.one_of(queries.FEEDBACK_TYPES), "rating": params.integer(1, 5),
+           "comment": params.text(MAX_COMMENT)}
 # the row may still be queued in a writer (this worker's is flushed first; another
 # worker's writes within ~50 ms): look again for a short while before a 404
 RETRY_SECONDS = 2.0
@@ -56,37 +61,27 @@ def _target(body: dict) -> tuple[str, str | int]:
         raise InvalidRequest("Send either `completion_id` or `message_id`, not both.",
                              param="message_id")
     if completion_id is not None:
-        if not isinstance(completion_id, str) or not completion_id:
-            raise InvalidRequest("`completion_id` must be a non-empty string.", param="completion_id",
-                                 code="invalid_value")
-        return "completion_id", completion_id
+        return "completion_id", _COMPLETION_ID(completion_id, "completion_id")
     if message_id is None:
         raise InvalidRequest("Missing required parameter: 'completion_id' or 'message_id'.",
                              param="completion_id", code="missing_required_parameter")
-    if isinstance(message_id, str) and message_id.isdigit():
-        message_id = int(message_id)
-    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 1:
-        raise InvalidRequest("`message_id` must be a message id (a positive integer).",
-                             param="message_id", code="invalid_value")
-    return "message_id", message_id
+    return "message_id", _message_id(message_id)
+
+
+def _message_id(value) -> int:
+    """A session message id, as an integer or as its ASCII digits (`int()` would also
+    take "²"-like digits from any script, and fail past 4,300 of them)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    return _MESSAGE_ID(value, "message_id")
 
 
 def _fields(body: dict) -> dict:
-    kind, rating, comment = body.get("feedback_type"), body.get("rating"), body.get("comment")
-    if kind is None and rating is None:
+    fields = dict.fromkeys(_CHECKS) | params.checked(body, _CHECKS)
+    if fields["feedback_type"] is None and fields["rating"] is None:
         raise InvalidRequest("Send `feedback_type` or `rating` (or both).", param="feedback_type",
                              code="missing_required_parameter")
-    if kind is not None and kind not in queries.FEEDBACK_TYPES:
-        raise InvalidRequest(f"`feedback_type` must be one of {', '.join(queries.FEEDBACK_TYPES)}.",
-                             param="feedback_type", code="invalid_value")
-    if rating is not None and (not isinstance(rating, int) or isinstance(rating, bool)
-                               or not 1 <= rating <= 5):
-        raise InvalidRequest("`rating` must be an integer from 1 to 5.", param="rating",
-                             code="invalid_value")
-    if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
-        raise InvalidRequest(f"`comment` must be a string of at most {MAX_COMMENT} characters.",
-                             param="comment", code="invalid_value")
-    return {"feedback_type": kind, "rating": rating, "comment": comment}
+    return fields
 
 
 def _lookup(gateway, conn, kind: str, key):

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import orjson
 from flask import Blueprint, current_app, g, jsonify, request
 
+from proxy import params
 from proxy.completion import complete, parse_object
 from proxy.errors import GatewayError, InvalidRequest, NotFound
 from proxy.log import queries
@@ -24,7 +25,17 @@ from proxy.routes.feedback import feedback_object
 
 bp = Blueprint("sessions", __name__)
 
-_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# C0 and C1 control characters are never part of a model id (CR/LF would split
+# the response header that names it)
+_MODEL = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,%d}" % params.MAX_ID)
+_CHECKS = {
+    "id": params.SESSION_ID,
+    "title": params.text(params.MAX_NAME),
+    "model": params.matching(_MODEL, f"a model id of at most {params.MAX_ID} characters, "
+                                     "without control characters"),
+    "system_prompt": params.text(params.MAX_PROMPT),
+    "metadata": params.json_object,
+}
 FLUSH_TIMEOUT = 2.0
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 _USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
@@ -203,15 +214,7 @@ def _fields(body: dict, *, allow_id: bool) -> dict:
     if unknown:
         raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}.",
                              param=unknown[0], code="unknown_parameter")
-    for key in ("id", "title", "model", "system_prompt"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise InvalidRequest(f"`{key}` must be a string.", param=key, code="invalid_value")
-    if body.get("id") is not None and not _ID.fullmatch(body["id"]):
-        raise InvalidRequest("`id` must be 1-128 letters, digits or . _ : -.", param="id",
-                             code="invalid_value")
-    if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
-        raise InvalidRequest("`metadata` must be an object.", param="metadata", code="invalid_value")
-    return dict(body)
+    return params.checked(body, _CHECKS)
 
 
 def _limit() -> int:
@@ -238,7 +241,7 @@ def _cursor() -> tuple[float, str] | None:
         return None
     try:
         updated_at, session_id = orjson.loads(base64.urlsafe_b64decode(text.encode()))
-        if isinstance(updated_at, (int, float)) and isinstance(session_id, str):
+        if params.is_number(updated_at) and isinstance(session_id, str):
             return float(updated_at), session_id
     except (ValueError, TypeError):
         pass

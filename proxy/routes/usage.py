@@ -3,14 +3,13 @@ percentiles (nearest-rank, over successful requests) and feedback, per group
 and in total, for completions created in [from, to)."""
 from __future__ import annotations
 
-import math
-import re
 import time
 from contextlib import closing
 from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, g, jsonify, request
 
+from proxy import params
 from proxy.errors import InvalidRequest
 from proxy.log import queries
 from proxy.policy.access import owner
@@ -18,7 +17,6 @@ from proxy.policy.access import owner
 bp = Blueprint("usage", __name__)
 
 DEFAULT_DAYS = 30
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @bp.get("/usage")
@@ -40,33 +38,14 @@ def usage():
                     "percentiles": "nearest-rank", "data": data, "totals": totals})
 
 
-def parse_time(text: str, *, end: bool) -> float:
-    """Unix seconds, an ISO date (UTC midnight; as `to`, the end of that day) or
-    an ISO datetime (UTC unless it says otherwise)."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(value):
-            raise ValueError(text)
-        return value
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp() + (86400 if end and _DATE.fullmatch(text) else 0)
-
-
 def _time_arg(name: str, *, end: bool) -> float | None:
     text = request.args.get(name)
     if not text:
         return None
     try:
-        return parse_time(text, end=end)
+        return params.parse_time(text, end=end)
     except ValueError:
-        raise InvalidRequest(f"`{name}` must be an ISO 8601 date or datetime, or unix seconds.",
-                             param=name, code="invalid_value") from None
+        raise params.bad_time(name) from None
 
 
 def _iso(ts: float) -> str:

@@ -117,9 +117,10 @@ def run(gateway, routes, call, tracker):
 
 
 def attempt_entry(request_id: str, n: int, route, error: GatewayError, *, model_requested,
-                  api_key_id, streamed) -> Entry:
+                  api_key_id, streamed, client_request_id=None) -> Entry:
     """The log row of a failed attempt: `<request id>.<n>`."""
-    return Entry(request_id=f"{request_id}.{n}", created_at=time.time(), status=error.status,
+    return Entry(request_id=f"{request_id}.{n}", client_request_id=client_request_id,
+                 created_at=time.time(), status=error.status,
                  provider=route.provider.name, model_requested=model_requested,
                  model_upstream=route.model, api_key_id=api_key_id,
-                 error_type=error.code or error.type, streamed=streamed)
+                 error_type=error.code or error.type, streamed=streamed, attempt=n)

@@ -47,8 +47,11 @@ def fits(candidate: Candidate, need: dict) -> bool:
 
 
 class AutoRouter:
-    def __init__(self, providers, facts: dict, pricing, latency_source=None):
-        self.candidates = _candidates(providers, facts, pricing)
+    def __init__(self, providers, facts: dict, pricing, latency_source=None,
+                 allowed: tuple[str, ...] | None = None):
+        self.candidates = [c for c in _candidates(providers, facts, pricing)
+                           if allowed is None or c.model in allowed
+                           or f"{c.provider}/{c.model}" in allowed]
         self.latency_source = latency_source  # () -> sqlite3.Connection, for `fastest`
         self._latency: tuple[float, dict] | None = None
 
@@ -93,7 +96,7 @@ def _candidates(providers, facts: dict, pricing) -> list[Candidate]:
             continue
         for model in provider.known_models():
             upstream = provider.spec.aliases.get(model, model)
-            fact = facts.get(upstream) or facts.get(upstream.rsplit("/", 1)[-1])
+            fact = facts.get(model) or facts.get(upstream) or facts.get(upstream.rsplit("/", 1)[-1])
             price = pricing.price(upstream)
             if not fact or price is None:
                 continue  # unknown capabilities or price: never chosen blindly

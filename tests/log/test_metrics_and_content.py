@@ -43,8 +43,10 @@ def test_metrics_agree_with_the_log_across_workers(openai_fake, tmp_path):
         samples = {}
         for _ in range(4):  # scrapes land on either worker; the sums are the same
             samples = scrape(gw)
-            assert total(samples, "switchboard_requests_total") == 32
-        assert total(samples, "switchboard_requests_total", status="429") == 2
+            assert total(samples, "switchboard_requests_total") == 31
+        assert total(samples, "switchboard_requests_total", status="429") == 1
+        # the gateway's retry is an attempt, not a request
+        assert total(samples, "switchboard_upstream_attempts_total", status="429") == 2
         assert total(samples, "switchboard_tokens_total", gen_ai_token_type="input") == \
             sum(r["prompt_tokens"] or 0 for r in logged)
         assert total(samples, "switchboard_tokens_total", gen_ai_token_type="output") == \

@@ -1,7 +1,7 @@
 """Rows are applied to the metrics in batches: the result must equal one update per row."""
 from prometheus_client import CollectorRegistry, Histogram
 
-from proxy.metrics import _observe_all
+from proxy.shims.prometheus import observe_all
 
 VALUES = [0.001, 0.005, 0.0051, 0.3, 0.3, 2.5, 7, 400, 0.0]  # on, under and over the bounds
 
@@ -19,6 +19,6 @@ def test_batched_observations_equal_one_observe_per_value():
     b = Histogram("h", "h", ["m"], buckets=buckets, registry=batched).labels("x")
     for value in VALUES:
         a.observe(value)
-    _observe_all(b, VALUES)
+    observe_all(b, VALUES)
     assert samples(batched) == samples(one_by_one)
     assert samples(batched)[("h_count", (("m", "x"),))] == len(VALUES)

@@ -50,10 +50,11 @@ def test_sessions_usage_and_feedback_are_scoped_to_the_key(gw, keys):
     assert call(gw, a, "POST", "/feedback", json={"completion_id": reply.id, "rating": 5}).status_code == 201
     assert call(gw, b, "GET", "/usage?group_by=key").json()["totals"]["requests"] == 0
     assert call(gw, a, "GET", "/usage?group_by=key").json()["totals"]["requests"] == 1
-    # b cannot write into a's session through a chat call either
-    openai.OpenAI(base_url=gw.url + "/v1", api_key=b, max_retries=0).chat.completions.create(
-        model="echo", messages=[{"role": "user", "content": "injected"}],
-        extra_headers={"X-Session-Id": "a-private"})
+    # b cannot write into a's session through a chat call either: it is not found
+    with pytest.raises(openai.NotFoundError):
+        openai.OpenAI(base_url=gw.url + "/v1", api_key=b, max_retries=0).chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "injected"}],
+            extra_headers={"X-Session-Id": "a-private"})
     time.sleep(0.3)
     messages = call(gw, a, "GET", "/sessions/a-private").json()["messages"]
     assert all("injected" not in str(m["content"]) for m in messages)

@@ -291,20 +291,31 @@ def test_sqlite_file_beside_the_log_and_cleanup(tmp_path, clock):
     assert not (tmp_path / "gateway.db").exists()  # never the log database
 
 
-def test_sqlite_locked_fails_open(tmp_path, clock):
+def test_sqlite_locked_raises_and_counts_nothing(tmp_path, clock):
+    # what a failing store means for the request is the gate's setting
+    # (tests/policy/test_limiter_bounds.py): the store only reports it
     path = str(tmp_path / "rl.db")
     limiter = SqliteRateLimiter(path, now=clock, busy_timeout_ms=20)
-    assert limiter.check("k", Limits(rpm=1), 0).allowed
+    assert limiter.check("k", Limits(rpm=2), 0).allowed
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        d = limiter.check("k", Limits(rpm=1), 0)  # would be refused, but the store is locked
-        assert d.allowed and d.limit_requests == 1 and d.remaining_requests is None
-        assert limiter.failures == 1
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            limiter.check("k", Limits(rpm=2), 0)
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert not limiter.check("k", Limits(rpm=1), 0).allowed
+    assert limiter.check("k", Limits(rpm=2), 0).allowed  # the failed check counted nothing
+    assert not limiter.check("k", Limits(rpm=2), 0).allowed
+    limiter.close()
+
+
+def test_sqlite_rolls_back_a_value_it_cannot_store(tmp_path, clock):
+    limiter = SqliteRateLimiter(str(tmp_path / "rl.db"), now=clock)
+    with pytest.raises(OverflowError):  # the gate never sends such a number
+        limiter.check("k", Limits(rpm=2), 2**63)
+    d = limiter.check("k", Limits(rpm=2, tpm=100), 10)  # the connection is still usable
+    assert d.allowed and d.remaining_requests == 1 and d.remaining_tokens == 90
     limiter.close()
 
 
@@ -339,17 +350,18 @@ def test_redis_server_clock(redis_url):
     limiter.close()
 
 
-def test_redis_factory_and_unreachable_fails_open(redis_url):
+def test_redis_factory_and_unreachable_raises(redis_url):
+    import redis
     from proxy.policy.ratelimit_redis import RedisRateLimiter
     limiter = make_limiter("ignored.db", redis_url)
     assert isinstance(limiter, RedisRateLimiter)
     limiter.close()
     port = redis_server._free_port()  # nothing listens there
     dead = RedisRateLimiter(f"redis://127.0.0.1:{port}/0", socket_timeout=0.2)
-    d = dead.check("k", Limits(rpm=1), 0)
-    assert d.allowed and d.remaining_requests is None and dead.failures == 1
-    dead.settle("k", Limits(tpm=1), 0, 5)
-    assert dead.failures == 2
+    with pytest.raises(redis.ConnectionError):
+        dead.check("k", Limits(rpm=1), 0)
+    with pytest.raises(redis.ConnectionError):
+        dead.settle("k", Limits(tpm=1), 0, 5)
     dead.close()
 
 

@@ -340,6 +340,24 @@ def test_untranslatable_requests_are_400(client, messages, param):
 
 # ---- errors ---------------------------------------------------------------------
 
+@pytest.mark.parametrize("fields, param", [
+    ({"tools": [WEATHER, {"type": "custom", "custom": {"name": "sql"}}]}, "tools[1].type"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {
+        "mode": "auto", "tools": [{"type": "function", "function": {"name": "get_weather"}}]}}},
+     "tool_choice.type"),
+    ({"messages": [*HI, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "t", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}]}]},
+     "messages[1].tool_calls[0].type"),
+])
+def test_custom_tools_are_400_before_upstream(client, fake, fields, param):
+    """Valid for OpenAI, not expressible in Messages: refused by name, never a 500."""
+    before = len(fake.requests)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(**{"model": "claude-sonnet-4-5", "messages": HI, **fields})
+    assert (info.value.body["param"], info.value.body["code"]) == (param, "unsupported_value")
+    assert len(fake.requests) == before
+
+
 @pytest.mark.parametrize("model, exc, status, etype, code", [
     ("error-400", openai.BadRequestError, 400, "invalid_request_error", None),
     ("error-401", openai.AuthenticationError, 401, "invalid_request_error", "invalid_api_key"),

@@ -141,6 +141,24 @@ def test_unsupported_parameters_are_refused(body, param):
     assert info.value.param == param and info.value.code == "unsupported_parameter"
 
 
+CUSTOM = {"type": "custom", "custom": {"name": "sql"}}
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"tools": [ADD, CUSTOM]}, "tools[1].type"),
+    ({"tools": [ADD], "tool_choice": {"type": "custom", "custom": {"name": "sql"}}},
+     "tool_choice.type"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
+        {"id": "t1", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}]}]},
+     "messages[1].tool_calls[0].type"),
+])
+def test_custom_tools_are_refused_naming_the_field(body, param):
+    """OpenAI's `custom` tools (free-text input) have no Converse form."""
+    with pytest.raises(InvalidRequest) as info:
+        _request({"messages": [{"role": "user", "content": "hi"}], **body})
+    assert info.value.param == param and info.value.code == "unsupported_value"
+
+
 @pytest.mark.parametrize("code, status, kind", [
     ("ThrottlingException", 429, "rate_limit_error"),
     ("ValidationException", 400, "invalid_request_error"),

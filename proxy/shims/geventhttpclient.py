@@ -1,0 +1,84 @@
+"""geventhttpclient (2.6.1) internals the relay relies on, and nothing else.
+
+The relay cuts SSE events in the response parser's own body buffer and reads the
+socket itself (one search per read instead of the library's line-by-line reads),
+and replaces the pool's check of an idle connection before reuse. None of that is
+public API, so it lives here, checked when this module is imported.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from geventhttpclient import HTTPClient
+from geventhttpclient.connectionpool import ConnectionPool
+from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
+
+from proxy.shims import ShimMismatch, require
+
+LIBRARY = "geventhttpclient"
+
+
+def body_buffer(raw: HTTPSocketPoolResponse) -> bytearray:
+    """The body bytes the parser has decoded (de-chunked) and nobody has read yet.
+    Deleting from its front consumes them."""
+    return raw._body_buffer
+
+
+def socket_of(raw: HTTPSocketPoolResponse):
+    """The response's connection while it holds one: the library gives it back to the
+    pool (or closes it) as soon as the body is complete, so None means finished."""
+    return raw._sock
+
+
+def receive_into(raw: HTTPSocketPoolResponse, size: int) -> bool:
+    """Read once (up to `size` bytes) from the socket into the parser; False when the
+    response no longer holds its connection (the body is complete). On any failure the
+    connection is closed, as the library's own reads do."""
+    sock = raw._sock
+    if sock is None:
+        return False
+    try:
+        data = sock.recv(size)
+        raw.feed(data)
+        if not data and not raw.message_complete:
+            raise HTTPParseError("connection closed before the end of the body")
+    except BaseException:
+        raw.release()
+        raise
+    return True
+
+
+def give_back(raw: HTTPSocketPoolResponse) -> None:
+    """A complete response's connection goes back to the pool; an unfinished one's is
+    closed at once (its semaphore slot freed). Safe to call twice."""
+    raw.release()
+
+
+def install_reuse_check(client: HTTPClient, check: Callable[[object], bool]) -> None:
+    """`check(sock)` runs on every pooled connection a request is about to take (never
+    on a new one): False closes it and the pool tries the next, or connects."""
+    client._connection_pool._is_socket_alive = check
+
+
+def check() -> None:
+    """Raise ShimMismatch naming every name above the installed version lacks. Names a
+    constructor sets are looked for on a real instance."""
+    require(ConnectionPool, ("_is_socket_alive",), LIBRARY)
+    require(HTTPSocketPoolResponse, ("feed", "release"), LIBRARY)
+    require(_probe_response(), ("_body_buffer", "_sock", "message_complete"), LIBRARY)
+    require(HTTPClient("127.0.0.1", 1), ("_connection_pool",), LIBRARY)  # connects to nothing
+
+
+def _probe_response() -> HTTPSocketPoolResponse:
+    """A response parsed from a head handed to it: no socket is read, no pool touched."""
+    try:
+        return HTTPSocketPoolResponse(object(), None,
+                                      pre_buffered=b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n")
+    except Exception as exc:
+        raise ShimMismatch(f"{LIBRARY}: a response can no longer be built from a head alone "
+                           f"({type(exc).__name__}: {exc}); the gateway's shim "
+                           "(proxy/shims/geventhttpclient.py) was written for the version "
+                           "pinned in requirements.txt.") from exc
+
+
+check()
