@@ -125,6 +125,11 @@ class ResponseFormat(TypedDict):
     json_schema: Opt[dict[str, Any] | None]
 
 
+# no model answers more than this; a larger value is a client bug (or an attempt on the
+# limiter's arithmetic), not a request, and upstreams read it as a 32-bit int
+MAX_OUTPUT_TOKENS = 2**31 - 1
+
+
 def _within(kind: type, **bounds):
     """An optional number within bounds (`None` allowed: clients send explicit nulls)."""
     return Opt[Annotated[Union[kind, None], Field(**bounds)]]
@@ -137,8 +142,8 @@ class ChatRequest(TypedDict):
     stream: Opt[bool | None]
     stream_options: Opt[StreamOptions | None]
     # at least 1 (OpenAI's schema sets no minimum): the rate limiter adds them to its estimate
-    max_tokens: _within(int, ge=1)
-    max_completion_tokens: _within(int, ge=1)
+    max_tokens: _within(int, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: _within(int, ge=1, le=MAX_OUTPUT_TOKENS)
     n: _within(int, ge=1, le=128)
     temperature: _within(float, ge=0, le=2)
     top_p: _within(float, ge=0, le=1)

@@ -29,9 +29,15 @@ def as_tested(spec: dict) -> dict:
     # ids are tested in tests/test_model_header.py
     request["model"] = {"type": "string", "pattern": "^[ -~]+$"}
     for limit in ("max_tokens", "max_completion_tokens"):
-        # at least 1: the rate limiter adds them to its estimate; within 64 bits, since a
-        # larger JSON integer is read as a float
-        request[limit] = {**request[limit], "minimum": 1, "maximum": 2**63 - 1}
+        # at least 1: the rate limiter adds them to its estimate; at most a 32-bit int:
+        # no model answers more, and a larger number is refused (proxy/schema.py)
+        request[limit] = {**request[limit], "minimum": 1, "maximum": 2**31 - 1}
+    for role in ("Developer", "System", "User", "Tool", "Function"):
+        # the document lets any message carry extra fields, so a user message with a
+        # `tool_calls` of numbers conforms; OpenAI's API refuses unknown message fields, and
+        # the gateway checks `tool_calls` the same way whatever the role (an assistant's
+        # shape), so other roles are not sent one
+        schemas[f"ChatCompletionRequest{role}Message"]["properties"]["tool_calls"] = False
     for answer in ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse"):
         # OpenAI sends null itself: the document's own logprobs example does, and so does
         # tests/fixtures/openai/chat_nonstream_reasoning_o1mini.json

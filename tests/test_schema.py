@@ -59,6 +59,8 @@ def test_accepts_what_openai_accepts(request_body):
      "messages[0].content[0].image_url", "Missing required parameter"),
     (body(temperature=3), "temperature", "less than or equal to 2"),
     (body(max_tokens=0), "max_tokens", "greater than or equal to 1"),
+    (body(max_tokens=9223372036854775777), "max_tokens", "less than or equal to 2147483647"),
+    (body(max_completion_tokens=2**31), "max_completion_tokens", "less than or equal to"),
     (body(tools=[{"type": "function", "function": {"name": 5}}]), "tools[0].function.name",
      "valid string"),
     (body(tools=[{"type": "function"}]), "tools[0].function", "Missing required parameter"),

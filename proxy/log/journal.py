@@ -274,16 +274,19 @@ def replay(paths: list[Path]) -> list[Entry]:
     """One dead process's entries: the finished ones, then an interrupted row for
     each request that started and did not finish."""
     finished: list[Entry] = []
-    started: dict[str, dict] = {}
+    started: dict[str, Entry] = {}
     for path in paths:
         for kind, fields in _records(path):
-            if kind == "finished":
-                finished.append(_entry(fields))
-            elif kind == "started":
-                started[fields["request_id"]] = fields
+            try:
+                if kind == "finished":
+                    finished.append(_entry(fields))
+                elif kind == "started":
+                    entry = interrupted(fields)
+                    started[entry.request_id] = entry
+            except TypeError as exc:  # fields an Entry does not take: a worker still boots
+                log.warning("log journal %s: a record skipped: %s", path.name, exc)
     answered = {entry.request_id for entry in finished}
-    return finished + [interrupted(fields) for request_id, fields in started.items()
-                       if request_id not in answered]
+    return finished + [entry for request_id, entry in started.items() if request_id not in answered]
 
 
 def _records(path: Path):
