@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -400,8 +401,9 @@ def main() -> None:
                 stop(proc)
     finally:
         stop(fake)
-    for db_file in run_dir.glob("*.db*"):
-        db_file.unlink()  # the gateway's request log: large, and of no use afterwards
+    for db_file in run_dir.glob("*.db*"):  # the gateway's request log and its journal:
+        # large, and of no use afterwards
+        shutil.rmtree(db_file) if db_file.is_dir() else db_file.unlink()
     (run_dir / "results.json").write_text(json.dumps(
         {"context": ctx, "durations": dur, "results": results, "notes": notes}, indent=1))
     text = report.markdown(ctx, dur, results, notes)

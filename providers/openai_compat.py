@@ -56,12 +56,10 @@ class OpenAICompatible(CompletionProvider):
         content_type = resp.header("content-type", "application/json")
         headers = forwarded(resp.headers())
         if call.stream and content_type.startswith("text/event-stream"):
-            batches = relay_check.stream_end(self.relay_stream(resp.event_batches()), self.name)
+            batches = self.relay_stream(resp.event_batches())
             if hidden_usage:
                 batches = stream_usage.hide(batches, call.capture)
-            chunks = (b"".join(batch) for batch in batches if batch)
-            if call.secrets:
-                chunks = relay_check.scrubbed(chunks, call.secrets)
+            chunks = relay_check.stream(batches, self.name, call.secrets)
             return Relay(resp.status, content_type, chunks, resp.close, headers)
         body, answer = relay_check.whole_body(self.relay_body(resp.read()), self.name,
                                               call.secrets)

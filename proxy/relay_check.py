@@ -37,24 +37,22 @@ def whole_body(body: bytes, provider: str, secrets: tuple[bytes, ...]) -> tuple[
     return scrub_bytes(body, secrets), answer
 
 
-def stream_end(batches: Iterator[list[bytes]], provider: str) -> Iterator[list[bytes]]:
-    """Batches of SSE event blocks, passed on; a stream that stops before its end
-    raises `upstream_truncated` (the stream guard sends it as an error event and
+def stream(batches: Iterator[list[bytes]], provider: str,
+           secrets: tuple[bytes, ...]) -> Iterator[bytes]:
+    """Batches of SSE event blocks as the pieces to relay, one per batch, with the
+    gateway's secrets replaced. A stream that stops before its end raises
+    `upstream_truncated` (the stream guard sends it as an error event and
     `[DONE]`, so the client never takes a cut answer for a whole one). The end is
-    looked for only in the last two batches once the stream is over: whatever
-    marks it (the finish chunk, a usage chunk, `[DONE]`) comes last, so no event
-    pays for the check."""
-    last = previous = ()
+    looked for only in the last two pieces once the stream is over: whatever marks
+    it (the finish chunk, a usage chunk, `[DONE]`) comes last, so no event pays
+    for the check. One generator for all three jobs: each layer between the
+    upstream and the client costs every event a resume."""
+    last = previous = b""
     for batch in batches:
         if batch:
-            previous, last = last, batch
-        yield batch
-    if not any(map(_ends, (*previous, *last))):
+            piece = b"".join(batch)
+            previous, last = last, piece
+            yield scrub_bytes(piece, secrets) if secrets else piece
+    if not (_ends(last) or _ends(previous)):
         raise UpstreamError(f"{provider} ended the stream before the answer was complete "
                             "(no finish_reason and no [DONE]).", code="upstream_truncated")
-
-
-def scrubbed(chunks: Iterator[bytes], secrets: tuple[bytes, ...]) -> Iterator[bytes]:
-    """Relayed pieces with the gateway's secrets replaced."""
-    for chunk in chunks:
-        yield scrub_bytes(chunk, secrets)
