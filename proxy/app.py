@@ -7,7 +7,7 @@ from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from providers import registry
-from proxy import access_log, errors, metrics, redact, tokens
+from proxy import access_log, errors, metrics, model_facts, redact, tokens
 from proxy.access_log import RequestLog
 from proxy.config import Config
 from proxy.log.costs import usage_cost
@@ -49,9 +49,9 @@ class Gateway:
         redact.protect(self.secrets)
         self.secret_bytes = tuple(s.encode() for s in redact.gateway_secrets())
         self.pricing = Pricing.load(config.pricing)
+        self.model_facts = model_facts.merged(config.model_facts)
         self.feed = metrics.Feed(metrics.LabelValues.configured(
-            self.providers, config.models, (*catalog.model_facts(), *config.model_facts),
-            self.pricing))
+            self.providers, config.models, self.model_facts, self.pricing))
         self.recorder = Recorder(config.database_url, self.pricing, content_mode=config.log_content,
                                  max_queue=config.log_queue_max,
                                  retention=Retention(config.log_retention_days, config.log_max_rows),
@@ -59,7 +59,6 @@ class Gateway:
         self.metrics = metrics.Pump(self.feed, self.recorder.writer)
         self.metrics.start()
         self.keys = KeyStore(self.recorder.connection, config.master_key)
-        self.model_facts = {**catalog.model_facts(), **config.model_facts}
         auto = AutoRouter(self.providers, self.model_facts, self.pricing, self.keys.connection,
                           allowed=config.auto_models)
         self.router = Router(self.providers, config.models, config.default_provider, auto=auto,

@@ -98,9 +98,6 @@ class Journal:
         self._held: dict[int, tuple] = {}  # id(entry) -> the segments its row settles
         self._retired: list[Segment] = []  # no longer written; deleted once settled
         self._current: Segment | None = self._new_segment()
-        self._pending: list[bytes] = []  # records of this loop turn, for the current segment
-        self._loop = _event_loop()  # None: each record is written at once
-        self._flush_queued = False
 
     # -- request path -------------------------------------------------------------
     def started(self, record, route) -> None:
@@ -128,25 +125,10 @@ class Journal:
             self._failed(exc)
             return None
         segment.written += 1
-        if self._loop is None:
-            self._write(segment, parts)
-            return segment
-        # In a gevent worker the records of one turn of the event loop go out in one
-        # write at its end: a system call releases the GIL, and each release lets the
-        # log writer's thread in and out again, which costs more than the write (under
-        # load ~20 µs a request). A turn is well under a millisecond; a record not yet
-        # written when the process is killed is that request's only loss.
-        self._pending.extend(parts)
-        if not self._flush_queued:
-            self._flush_queued = True
-            self._loop.run_callback(self._flush)
+        # written at once, never batched: a record still in memory when the process
+        # is killed would be lost (batching a loop turn's records measured no gain)
+        self._write(segment, parts)
         return segment
-
-    def _flush(self) -> None:
-        self._flush_queued = False
-        parts, self._pending = self._pending, []
-        if parts and self._current is not None:  # rotation happens only here: all are its
-            self._write(self._current, parts)
 
     def _write(self, segment: Segment, parts) -> None:
         try:
@@ -209,7 +191,6 @@ class Journal:
     def close(self) -> None:
         """After the writer's last flush: the files all settled go, the others stay
         (unlocked once this process exits) for the next start."""
-        self._flush()
         if self._current is not None:
             self._retired.append(self._current)
             self._current = None
@@ -234,15 +215,6 @@ class Journal:
             log.info("log journal: %d rows recovered from processes that died", len(entries))
         self._delete_settled()  # claimed files with nothing in them
         return entries
-
-
-def _event_loop():
-    """gevent's loop when this process serves with gevent (a worker), else None."""
-    try:
-        from gevent import get_hub, monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return None
-    return get_hub().loop if monkey.is_module_patched("socket") else None
 
 
 def _write(fd: int, parts) -> int:

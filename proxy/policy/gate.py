@@ -17,6 +17,7 @@ from typing import Mapping
 from proxy import tokens
 from proxy.errors import GatewayError, RateLimited
 from proxy.log.extract import usage_of
+from proxy.model_facts import facts_of
 from proxy.policy.keys import Principal
 from proxy.policy.ratelimit import Decision, Limits, make_limiter, parse_rate
 
@@ -77,8 +78,7 @@ class RateGate:
     def context_window(self, model: str) -> int:
         """From the model's facts, looked up as /v1/models does: the id, else the part
         after a provider prefix."""
-        facts = self.model_facts.get(model) or self.model_facts.get(model.rsplit("/", 1)[-1])
-        return (facts or {}).get("context_length") or UNKNOWN_CONTEXT
+        return facts_of(self.model_facts, model).get("context_length") or UNKNOWN_CONTEXT
 
     def _check(self, subject: str, limits: Limits, estimated: int) -> Decision:
         try:

@@ -1,24 +1,11 @@
 """GET /v1/providers and GET /v1/models."""
 from __future__ import annotations
 
-import tomllib
-from functools import lru_cache
-from importlib import resources
-
 from flask import Blueprint, current_app, jsonify
 
+from proxy.model_facts import facts_of
+
 bp = Blueprint("catalog", __name__)
-
-
-@lru_cache(maxsize=1)
-def model_facts() -> dict:
-    text = resources.files("proxy").joinpath("model_catalog.toml").read_text()
-    return tomllib.loads(text)["models"]
-
-
-def facts_of(facts: dict, model: str) -> dict:
-    """What `facts` (shipped, or with the operator's) know of a model id, prefixed or not."""
-    return facts.get(model) or facts.get(model.rsplit("/", 1)[-1]) or {}
 
 
 @bp.get("/providers")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from proxy import tokens
 from proxy.errors import InvalidRequest
+from proxy.model_facts import facts_of
 
 DEFAULT_OUTPUT_TOKENS = 1024
 PLAN_LENGTH = 3
@@ -96,7 +97,7 @@ def _candidates(providers, facts: dict, pricing) -> list[Candidate]:
             continue
         for model in provider.known_models():
             upstream = provider.spec.aliases.get(model, model)
-            fact = facts.get(model) or facts.get(upstream) or facts.get(upstream.rsplit("/", 1)[-1])
+            fact = facts_of(facts, model, upstream)
             price = pricing.price(upstream)
             if not fact or price is None:
                 continue  # unknown capabilities or price: never chosen blindly
