@@ -2,7 +2,6 @@
 execute, relay. Shared by /v1/chat/completions and the session endpoints."""
 from __future__ import annotations
 
-import re
 from typing import Mapping
 from urllib.parse import quote
 
@@ -33,13 +32,8 @@ def parse_object(raw: bytes) -> dict:
     return body
 
 
-# C0 and C1 control characters and DEL: never part of a model id, and CR/LF would
-# split the response header that names the model
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def check_model_id(model: str) -> None:
-    if _CONTROL.search(model):
+    if params.HAS_CONTROL.search(model):
         raise InvalidRequest("`model` must not contain control characters (CR, LF, NUL...).",
                              param="model", code="invalid_value")
 

@@ -82,11 +82,22 @@ def matching(pattern: re.Pattern, what: str) -> Check:
     return check
 
 
+# C0 and C1 control characters and DEL: never part of an id or a model name (CR/LF
+# would split a response header that names one)
+CONTROL = "\x00-\x1f\x7f-\x9f"
+HAS_CONTROL = re.compile(f"[{CONTROL}]")
+
+
+def printable(max_chars: int, min_chars: int = 0) -> Check:
+    return matching(re.compile(f"[^{CONTROL}]{{{min_chars},{max_chars}}}"),
+                    f"{f'{min_chars}-' if min_chars else 'at most '}{max_chars} characters "
+                    "without control characters")
+
+
 SESSION_ID = matching(re.compile(r"[A-Za-z0-9._:-]{1,128}"), "1-128 letters, digits or . _ : -")
 # a chat call's X-Session-Id: clients (voice platforms) bring ids of their own making,
 # so any text fit for storage, not only the ids the session API hands out
-SESSION_HEADER = matching(re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,128}"),
-                          "1-128 characters without control characters")
+SESSION_HEADER = printable(128, min_chars=1)
 
 
 def one_of(choices: tuple[str, ...]) -> Check:

@@ -18,8 +18,7 @@ DEEP = {"a": "[" * 1000 + "]" * 1000}  # spliced in as raw JSON: 1,000 levels
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    gateway = Gateway({"GATEWAY_MASTER_KEY": MASTER})
-    gateway.start(tmp_path_factory.mktemp("admin-input"))
+    gateway = Gateway({"GATEWAY_MASTER_KEY": MASTER}).start(tmp_path_factory.mktemp("admin-input"))
     yield gateway
     gateway.stop()
 

@@ -130,8 +130,7 @@ path_text = st.one_of(st.sampled_from(EDGE_TEXT), st.text(max_size=20))
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    gateway = Gateway({"GATEWAY_MASTER_KEY": MASTER})
-    gateway.start(tmp_path_factory.mktemp("fuzz"))
+    gateway = Gateway({"GATEWAY_MASTER_KEY": MASTER}).start(tmp_path_factory.mktemp("fuzz"))
     yield gateway
     gateway.stop()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from contextlib import contextmanager
 
 import orjson
@@ -25,14 +24,10 @@ from proxy.routes.feedback import feedback_object
 
 bp = Blueprint("sessions", __name__)
 
-# C0 and C1 control characters are never part of a model id (CR/LF would split
-# the response header that names it)
-_MODEL = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,%d}" % params.MAX_ID)
 _CHECKS = {
     "id": params.SESSION_ID,
     "title": params.text(params.MAX_NAME),
-    "model": params.matching(_MODEL, f"a model id of at most {params.MAX_ID} characters, "
-                                     "without control characters"),
+    "model": params.printable(params.MAX_ID),
     "system_prompt": params.text(params.MAX_PROMPT),
     "metadata": params.json_object,
 }
