@@ -123,8 +123,7 @@ def main() -> None:
     finally:
         run.stop(gw)
         run.stop(fake)
-        for db_file in run_dir.glob("*.db*"):
-            db_file.unlink()
+        run.remove_logs(run_dir)
 
 
 if __name__ == "__main__":

@@ -326,6 +326,12 @@ def context(py: str, args) -> dict:
             "gateway_env": " ".join(args.env)}
 
 
+def remove_logs(run_dir: Path) -> None:
+    """The gateway's request log and its journal: large, and of no use afterwards."""
+    for db_file in run_dir.glob("*.db*"):
+        shutil.rmtree(db_file) if db_file.is_dir() else db_file.unlink()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few seconds per scenario")
@@ -401,9 +407,7 @@ def main() -> None:
                 stop(proc)
     finally:
         stop(fake)
-    for db_file in run_dir.glob("*.db*"):  # the gateway's request log and its journal:
-        # large, and of no use afterwards
-        shutil.rmtree(db_file) if db_file.is_dir() else db_file.unlink()
+    remove_logs(run_dir)
     (run_dir / "results.json").write_text(json.dumps(
         {"context": ctx, "durations": dur, "results": results, "notes": notes}, indent=1))
     text = report.markdown(ctx, dur, results, notes)

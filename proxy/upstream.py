@@ -29,7 +29,8 @@ from geventhttpclient.response import HTTPParseError
 
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.shims.geventhttpclient import (body_buffer, give_back, install_reuse_check,
-                                          receive_into, socket_of)
+                                          install_socket_class, receive_into, socket_of)
+from proxy.sockets import QuickSocket
 from proxy.sse import cut_events
 
 POOL_SIZE = 512
@@ -203,6 +204,7 @@ class HttpPool:
             # ~40 µs a request; one real, non-blocking poll() tells the same. New
             # sockets get the first-byte limit from the pool (network_timeout).
             install_reuse_check(client, partial(take_pooled, first_byte=timeouts.first_byte))
+            install_socket_class(client, QuickSocket)
             self._clients[key] = client
         return client
 

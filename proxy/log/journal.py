@@ -7,12 +7,23 @@ with the whole Entry the writer thread will get. A record is one JSON line,
 `[kind, [values]]`, the values named once by each file's first line (a dict of
 field names would cost twice as much to build); a finished record is
 `[kind, [values], n]` followed by the n bytes the client received, raw (as a
-JSON string they would cost more to escape than everything else together). One
-write per record, no fsync: the kernel's page cache outlives a process killed
-by SIGKILL or the OOM killer, not a machine crash or a power cut.
+JSON string they would cost more to escape than everything else together).
 
-Once the writer thread has committed a row, its records are settled; a file
-rotated out is deleted when all its records are. A process holds an flock on
+A file is made at its full size (its disk space reserved, so a full disk fails
+there and not in a write) and mapped into memory: a record is copied into the
+shared mapping, no system call, no fsync. The mapping's pages are the kernel's
+page cache, which outlives a process killed by SIGKILL or the OOM killer, not a
+machine crash or a power cut. A record's first byte is copied last, and the
+unwritten rest of a file is zeros: a record cut by the kill is never seen.
+
+Once the writer thread has committed a row, its records are settled. A file
+whose records are all settled is zeroed and kept for reuse (a few per process):
+first touches of a new mapping's pages (page faults) cost more than everything
+else the journal does. Replaying a file zeroed halfway gives rows already
+committed, which INSERT OR IGNORE keeps as they were.
+
+A file rotated out beyond those kept is deleted when all its records are
+settled. A process holds an flock on
 each of its files while it lives, so a file nobody holds belongs to a dead
 process: the next process to start claims all of that process's files (the
 same flock keeps two claimants apart), queues their entries for its writer, and
@@ -31,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import logging
+import mmap
 import operator
 import os
 import time
@@ -44,11 +56,11 @@ from proxy.log.entry import Entry
 log = logging.getLogger("switchboard.log")
 
 SUFFIX = ".jnl"
-ROTATE_BYTES = 4 << 20  # small files are deleted sooner, most before the kernel writes them back
+ROTATE_BYTES = 1 << 20
+SPARE_FILES = 4  # settled files kept for reuse, beyond which they are deleted
 INTERRUPTED_STATUS = 499
 INTERRUPTED = "interrupted"
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
-_MAX_PARTS = 512  # writev takes at most IOV_MAX (1024 on Linux) pieces
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Entry))
 _FINISHED = tuple(sorted(_FIELDS - {"pieces"}))
 _finished_values = operator.attrgetter(*_FINISHED)
@@ -67,21 +79,32 @@ def directory_for(db_path: str) -> Path:
 class Segment:
     """Journal files settled as one: a live process's current file, or all the
     files of a dead process once claimed. Deleted when every record is settled."""
-    __slots__ = ("paths", "fds", "size", "written", "settled")
+    __slots__ = ("paths", "fds", "mapped", "size", "written", "settled")
 
-    def __init__(self, paths: list[Path], fds: list[int]):
-        self.paths, self.fds = paths, fds
-        self.size = 0
+    def __init__(self, paths: list[Path], fds: list[int], mapped: mmap.mmap | None = None,
+                 size: int = 0):
+        self.paths, self.fds, self.mapped = paths, fds, mapped
+        self.size = size  # bytes in use, of the mapping's len()
         self.written = 0  # records that need a committed row (request path, or at claim)
         self.settled = 0  # of those, committed (writer thread)
 
     def done(self) -> bool:
         return self.settled >= self.written
 
+    def clear(self, start: int) -> None:
+        """Zeros from `start` (the first record's first byte before the rest: cut
+        here, the file reads as empty), for the segment to be written again."""
+        if self.size > start:
+            self.mapped[start] = 0
+            self.mapped[start:self.size] = bytes(self.size - start)
+        self.size, self.written, self.settled = start, 0, 0
+
     def delete(self) -> None:
         """Unlink before unlocking: no one can claim a file on its way out."""
         for path in self.paths:
             path.unlink(missing_ok=True)
+        if self.mapped is not None:
+            self.mapped.close()
         for fd in self.fds:
             os.close(fd)
 
@@ -97,7 +120,8 @@ class Journal:
         self._open: dict[str, Segment] = {}  # request id -> where its `started` record is
         self._held: dict[int, tuple] = {}  # id(entry) -> the segments its row settles
         self._retired: list[Segment] = []  # no longer written; deleted once settled
-        self._current: Segment | None = self._new_segment()
+        self._spare: list[Segment] = []  # settled and zeroed: written again before a new one
+        self._current: Segment | None = self._new_segment(0)
 
     # -- request path -------------------------------------------------------------
     def started(self, record, route) -> None:
@@ -120,51 +144,59 @@ class Journal:
         if segment is None:  # closed
             return None
         try:
-            parts = build(*args)
+            head, raw = build(*args)
         except Exception as exc:  # a value JSON cannot hold: never fail the request
             self._failed(exc)
             return None
-        segment.written += 1
-        # written at once, never batched: a record still in memory when the process
+        size = len(head) + len(raw)
+        if segment.size + size > len(segment.mapped):
+            segment = self._rotate(size)
+            if segment is None:
+                return None
+        # copied at once, never batched: a record still in memory when the process
         # is killed would be lost (batching a loop turn's records measured no gain)
-        self._write(segment, parts)
+        _put(segment.mapped, segment.size, head, raw)
+        segment.size += size
+        segment.written += 1
         return segment
 
-    def _write(self, segment: Segment, parts) -> None:
+    def _rotate(self, room: int) -> Segment | None:
         try:
-            segment.size += _write(segment.fds[0], parts)
-        except OSError as exc:  # a full disk: part of a record may be in, so on to a new file
+            fresh = self._reused(room) or self._new_segment(room)
+        except OSError as exc:  # a full disk: no record until a file can be made
             self._failed(exc)
-            self._rotate()
-            return
-        if segment.size >= self.rotate_bytes:
-            self._rotate()
-
-    def _rotate(self) -> None:
-        try:
-            fresh = self._new_segment()
-        except OSError as exc:
-            self._failed(exc)
-            return
+            return None
         self._retired.append(self._current)
         self._current = fresh
+        return fresh
 
-    def _new_segment(self) -> Segment:
-        """A new file, locked before it gets its name: a file a claimant can see is
-        either held by its writer or dead."""
+    def _reused(self, room: int) -> Segment | None:
+        if len(_LAYOUT) + room > self.rotate_bytes:
+            return None
+        try:
+            return self._spare.pop()  # atomic: the writer thread appends
+        except IndexError:
+            return None
+
+    def _new_segment(self, room: int) -> Segment:
+        """A new file with `room` bytes free at least, locked before it gets its name:
+        a file a claimant can see is either held by its writer or dead."""
         self._count += 1
         path = self.directory / f"{self.prefix}-{self._count}{SUFFIX}"
         making = path.with_suffix(".new")
-        fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        size = max(self.rotate_bytes, len(_LAYOUT) + room)
+        fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, _LAYOUT)
+            _reserve(fd, size)
+            mapped = mmap.mmap(fd, size)
+            mapped[:len(_LAYOUT)] = _LAYOUT
             os.rename(making, path)
         except OSError:
             os.close(fd)
             making.unlink(missing_ok=True)
             raise
-        return Segment([path], [fd])
+        return Segment([path], [fd], mapped, len(_LAYOUT))
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
@@ -186,7 +218,12 @@ class Journal:
                 self._retired.remove(segment)  # atomic: close() may race the writer thread here
             except ValueError:
                 continue
-            segment.delete()
+            if self._current is not None and len(self._spare) < SPARE_FILES and \
+                    segment.mapped is not None and len(segment.mapped) == self.rotate_bytes:
+                segment.clear(len(_LAYOUT))
+                self._spare.append(segment)
+            else:
+                segment.delete()
 
     def close(self) -> None:
         """After the writer's last flush: the files all settled go, the others stay
@@ -194,6 +231,8 @@ class Journal:
         if self._current is not None:
             self._retired.append(self._current)
             self._current = None
+        while self._spare:
+            self._spare.pop().delete()
         self._delete_settled()
 
     # -- start-up -------------------------------------------------------------------
@@ -217,23 +256,25 @@ class Journal:
         return entries
 
 
-def _write(fd: int, parts) -> int:
-    """All of `parts` in one system call (a second only after a short write:
-    a signal, or the disk filling up)."""
-    if len(parts) > _MAX_PARTS:
-        parts = (b"".join(parts),)
-    done, size = os.writev(fd, parts), sum(map(len, parts))
-    if done < size:
-        rest = memoryview(b"".join(parts))
-        while done < size:
-            done += os.write(fd, rest[done:])
-    return size
+def _reserve(fd: int, size: int) -> None:
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+    else:  # macOS: a sparse file, its space taken as records land
+        os.ftruncate(fd, size)
 
 
-def _started(record, route) -> tuple[bytes]:
+def _put(mapped: mmap.mmap, at: int, head: bytes, raw: bytes) -> None:
+    """The record's first byte last: until it is in, replay sees the zeros of the end."""
+    middle = at + len(head)
+    mapped[middle:middle + len(raw)] = raw
+    mapped[at + 1:middle] = memoryview(head)[1:]
+    mapped[at] = head[0]
+
+
+def _started(record, route) -> tuple[bytes, bytes]:
     values = (*_started_values(record), route.provider.name, route.model,
               tokens.estimate_messages(record.messages or []))
-    return (orjson.dumps(("started", values), option=_NEWLINE),)
+    return orjson.dumps(("started", values), option=_NEWLINE), b""
 
 
 def _finished(entry: Entry) -> tuple[bytes, bytes]:
@@ -298,11 +339,12 @@ def replay(paths: list[Path]) -> list[Entry]:
 
 def _records(path: Path):
     """(kind, fields) of each whole record in a file, a finished record's raw bytes
-    as its `pieces`; stops at a record cut short by the kill."""
+    as its `pieces`; stops at the zeros after the last record, or at a record cut
+    short."""
     data = path.read_bytes()
     at = data.find(b"\n") + 1
     layout = _json(data[:at])
-    while at < len(data) and isinstance(layout, dict):
+    while at < len(data) and data[at] and isinstance(layout, dict):
         end = data.find(b"\n", at)
         try:
             kind, values, *raw = _json(data[at:end]) if end >= 0 else ()
@@ -316,7 +358,7 @@ def _records(path: Path):
             fields["pieces"] = [data[end + 1:stop]]
         yield kind, fields
         at = stop
-    if at < len(data):
+    if at < len(data) and data[at]:
         log.warning("log journal %s: a record cut short skipped", path.name)
 
 

@@ -2,7 +2,8 @@
 
 The relay cuts SSE events in the response parser's own body buffer and reads the
 socket itself (one search per read instead of the library's line-by-line reads),
-and replaces the pool's check of an idle connection before reuse. None of that is
+replaces the pool's check of an idle connection before reuse, and gives the pool
+its socket class. None of that is
 public API, so it lives here, checked when this module is imported.
 """
 from __future__ import annotations
@@ -54,6 +55,12 @@ def give_back(raw: HTTPSocketPoolResponse) -> None:
     raw.release()
 
 
+def install_socket_class(client: HTTPClient, socket_class: type) -> None:
+    """New connections of the client's pool are `socket_class(family, type, proto)`
+    (the pool's documented socket factory hook)."""
+    client._connection_pool._create_tcp_socket = socket_class
+
+
 def install_reuse_check(client: HTTPClient, check: Callable[[object], bool]) -> None:
     """`check(sock)` runs on every pooled connection a request is about to take (never
     on a new one): False closes it and the pool tries the next, or connects."""
@@ -63,7 +70,7 @@ def install_reuse_check(client: HTTPClient, check: Callable[[object], bool]) -> 
 def check() -> None:
     """Raise ShimMismatch naming every name above the installed version lacks. Names a
     constructor sets are looked for on a real instance."""
-    require(ConnectionPool, ("_is_socket_alive",), LIBRARY)
+    require(ConnectionPool, ("_is_socket_alive", "_create_tcp_socket"), LIBRARY)
     require(HTTPSocketPoolResponse, ("feed", "release"), LIBRARY)
     require(_probe_response(), ("_body_buffer", "_sock", "message_complete"), LIBRARY)
     require(HTTPClient("127.0.0.1", 1), ("_connection_pool",), LIBRARY)  # connects to nothing

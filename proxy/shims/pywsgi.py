@@ -16,11 +16,22 @@ from gevent import Timeout, pywsgi
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from proxy.shims import require
+from proxy.sockets import send_all
 
 LIBRARY = "gevent.pywsgi"
 #: a first write up to this size goes out with the head in one system call; a larger
 #: one is sent after it rather than copied
 ONE_WRITE_MAX = 64 * 1024
+
+
+_date = [0, b""]  # the second last formatted, and its Date field
+
+
+def http_date() -> bytes:
+    now = int(time.time())
+    if now != _date[0]:
+        _date[:] = now, pywsgi.format_date_time(now)
+    return _date[1]
 
 
 class BodyTimeout(TimeoutError):
@@ -135,10 +146,20 @@ class Handler(PyWSGIHandler):
                 self.write(data)
         return ended
 
+    def _sendall(self, data):
+        """pywsgi's, in one system call (proxy/sockets.py); a failed write's error goes
+        up as it came, without pywsgi's notes for its own access log (not used)."""
+        send_all(self.socket, data)
+        self.response_length += len(data)
+
     def _write_with_headers(self, data):
         """pywsgi's, except that the head and a small first write go out in one
-        `sendall`: one system call, and one wake-up of the client, instead of two."""
+        `sendall`: one system call, and one wake-up of the client, instead of two;
+        and that the Date field is formatted once a second, not once a response."""
         self.headers_sent = True
+        if self.provided_date is None:
+            self.provided_date = True
+            self.response_headers.append((b"Date", http_date()))
         self.finalize_headers()
         head = b"HTTP/1.1 %s\r\n%s\r\n" % (
             self.status, b"".join(b"%s: %s\r\n" % field for field in self.response_headers))
@@ -157,8 +178,10 @@ def check() -> None:
             ("MessageClass", "_handle_client_error", "get_environ", "process_result",
              "_write_with_headers", "_write", "_sendall", "finalize_headers", "write",
              "headers_sent", "response_use_chunked", "response_headers", "status", "result",
+             "provided_date", "response_length",
              "wsgi_input", "command", "close_connection", "handle_error", "read_requestline",
              "read_request", "handle_one_response", "start_response", "handle"), LIBRARY)
+    require(pywsgi, ("format_date_time",), LIBRARY)
     require(pywsgi.Input, ("_discard", "read", "readline", "chunked_input", "position",
                            "content_length"), LIBRARY)
 

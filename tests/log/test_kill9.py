@@ -23,7 +23,7 @@ import requests
 
 from proxy.access_log import RequestLog
 from proxy.log.entry import Entry
-from proxy.log.journal import Journal
+from proxy.log.journal import SPARE_FILES, Journal, replay
 from tests.gateway import ROOT, Gateway
 from tests.log import poll, rows
 
@@ -231,7 +231,7 @@ import sys, time
 from types import SimpleNamespace
 from proxy.access_log import RequestLog
 from proxy.log.entry import Entry
-from proxy.log.journal import Journal
+from proxy.log.journal import SPARE_FILES, Journal, replay
 route = SimpleNamespace(provider=SimpleNamespace(name="openai"), model="gpt-4o-mini")
 journal = Journal(__import__("pathlib").Path(sys.argv[1]), rotate_bytes=int(sys.argv[2]))
 for rid in ("answered", "in-flight"):
@@ -266,8 +266,10 @@ def test_the_journal_of_a_killed_process_gives_back_its_entries(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    with open(next(tmp_path.glob("*.jnl")), "ab") as f:
-        f.write(b'["finished",["cut short')  # the kill's last record, half written
+    path = next(tmp_path.glob("*.jnl"))
+    with open(path, "r+b") as f:
+        f.seek(len(path.read_bytes().rstrip(b"\0")))
+        f.write(b'["finished",["cut short')  # a last record half written
     entries = {e.request_id: e for e in Journal(tmp_path).recover()}
     assert set(entries) == {"answered", "answered.1", "in-flight"}
     assert entries["answered"] == Entry(
@@ -307,5 +309,23 @@ def test_a_file_goes_once_all_its_rows_are_committed(tmp_path):
     assert len(list(tmp_path.glob("*.jnl"))) == 3
     journal.settle([entry])
     assert len(list(tmp_path.glob("*.jnl"))) == 1  # the current one, empty
+    journal.close()
+    assert list(tmp_path.glob("*.jnl")) == []
+
+
+def test_a_settled_file_is_zeroed_and_written_again(tmp_path):
+    journal = Journal(tmp_path, rotate_bytes=4096)
+    for n in range(300):  # ~100 KB of records: a file fills every dozen requests
+        record = RequestLog(f"req_{n}", "/v1/chat/completions")
+        record.messages = [{"role": "user", "content": "hello " * 20}]
+        journal.started(record, ROUTE)
+        entry = Entry(request_id=f"req_{n}", created_at=1.0, pieces=[b"data: {}\n\n" * 10])
+        journal.finished(entry)
+        journal.settle([entry])
+    files = sorted(tmp_path.glob("*.jnl"))
+    assert len(files) <= 1 + SPARE_FILES  # the current one and the spares, whatever the traffic
+    assert journal._count <= 1 + SPARE_FILES
+    current = journal._current.paths[0]
+    assert all(replay([path]) == [] for path in files if path != current)  # zeroed
     journal.close()
     assert list(tmp_path.glob("*.jnl")) == []
