@@ -34,6 +34,7 @@ from proxy.sockets import QuickSocket
 from proxy.sse import cut_events
 
 POOL_SIZE = 512
+MAX_TARGETS = 256  # URLs remembered with their client
 # bytes asked of the socket per read: what has arrived, up to this (a small event
 # costs the same; a large one takes 16x fewer reads than the library's 4 KiB)
 READ_SIZE = 64 * 1024
@@ -191,6 +192,9 @@ class HttpPool:
         self.timeouts = Timeouts(connect_timeout, read_timeout, read_timeout)
         self.max_event_bytes = max_event_bytes
         self._clients: dict[tuple, HTTPClient] = {}
+        # (url, timeouts) -> (client, path): a provider calls the same few URLs, and
+        # splitting one costs more than the lookup
+        self._targets: dict[tuple, tuple[HTTPClient, str]] = {}
 
     def _client(self, scheme: str, host: str, port: int | None, timeouts: Timeouts) -> HTTPClient:
         key = (scheme, host, port, timeouts.connect, timeouts.first_byte)
@@ -208,14 +212,21 @@ class HttpPool:
             self._clients[key] = client
         return client
 
-    def request(self, method: str, url: str, *, headers: dict, body: bytes = b"",
-                provider: str = "upstream", timeouts: Timeouts | None = None) -> UpstreamResponse:
-        timeouts = timeouts or self.timeouts
+    def _target(self, url: str, timeouts: Timeouts) -> tuple[HTTPClient, str]:
         parts = urlsplit(url)
         client = self._client(parts.scheme, parts.hostname, parts.port, timeouts)
         path = parts.path or "/"
-        if parts.query:
-            path = f"{path}?{parts.query}"
+        return client, f"{path}?{parts.query}" if parts.query else path
+
+    def request(self, method: str, url: str, *, headers: dict, body: bytes = b"",
+                provider: str = "upstream", timeouts: Timeouts | None = None) -> UpstreamResponse:
+        timeouts = timeouts or self.timeouts
+        target = self._targets.get((url, timeouts))
+        if target is None:
+            if len(self._targets) >= MAX_TARGETS:  # an Azure URL may name the client's model
+                self._targets.clear()
+            target = self._targets[(url, timeouts)] = self._target(url, timeouts)
+        client, path = target
         started = time.monotonic()
         with transport_errors(provider):
             raw = client.request(method, path, body=body, headers=headers)
@@ -225,3 +236,4 @@ class HttpPool:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+        self._targets.clear()
