@@ -111,6 +111,8 @@ class Call:
     #: values no answer may carry back to the client or the log (the gateway's
     #: keys, the caller's own virtual key), as bytes for a relay's byte search
     secrets: tuple[bytes, ...] = ()
+    #: W3C trace context for the upstream (`traceparent`, `tracestate`), when traced
+    trace_headers: Mapping[str, str] | None = None
 
     def body_bytes(self) -> bytes:
         if self.raw is None:

@@ -49,7 +49,10 @@ class OpenAICompatible(CompletionProvider):
 
     def execute(self, call: Call) -> Relay:
         hidden_usage = stream_usage.ask_upstream(call)
-        resp = self.http.request("POST", self.url(call), headers=self.request_headers(),
+        headers = self.request_headers()
+        if call.trace_headers:
+            headers.update(call.trace_headers)
+        resp = self.http.request("POST", self.url(call), headers=headers,
                                  body=call.body_bytes(), provider=self.name, timeouts=self.timeouts)
         if resp.status >= 400:
             raise self.error(resp.status, resp.read(), resp.headers())

@@ -1,5 +1,10 @@
 """One structured line per request; bodies only at DEBUG, secrets redacted.
-The same record feeds the sidecar log for completion calls."""
+The same record feeds the sidecar log for completion calls.
+
+LOG_FORMAT: `json` (one JSON object a line) or `text` (one readable line:
+time, level, logger, then `key=value` fields). Every line logged while a request
+is served carries its `request_id` (and `trace_id` when traced): the request
+being served is a context variable, which gevent keeps per greenlet."""
 from __future__ import annotations
 
 import atexit
@@ -7,6 +12,7 @@ import logging
 import re
 import sys
 import time
+from contextvars import ContextVar
 from random import getrandbits
 from typing import Callable
 
@@ -20,16 +26,76 @@ access = logging.getLogger("switchboard.access")
 debug = logging.getLogger("switchboard.debug")
 
 
+# the RequestLog of the request this greenlet is serving, if any
+_serving: ContextVar["RequestLog | None"] = ContextVar("switchboard_serving", default=None)
+
+
+def serving(record: "RequestLog") -> None:
+    """Lines logged from now on in this greenlet carry `record`'s ids, until it finishes
+    (then those of the request it was part of, if any: a chain's step)."""
+    record.outer = _serving.get()
+    _serving.set(record)
+
+
+def serving_now() -> "RequestLog | None":
+    return _serving.get()
+
+
+def _line(record: logging.LogRecord, exc: str | None) -> dict:
+    line = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+            "logger": record.name, "msg": record.getMessage()}
+    fields = getattr(record, "fields", None)
+    if fields:
+        line.update(fields)
+    request = _serving.get()
+    if request is not None:
+        line.setdefault("request_id", request.request_id)
+        if request.trace_id:
+            line.setdefault("trace_id", request.trace_id)
+    if exc:
+        line["exc"] = exc
+    return line
+
+
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                "logger": record.name, "msg": record.getMessage()}
-        fields = getattr(record, "fields", None)
-        if fields:
-            line.update(fields)
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return orjson.dumps(_line(record, exc), default=str).decode()
+
+
+class TextLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return text_line(_line(record, exc))
+
+
+# a value written bare in a text line; anything else is JSON-quoted (spaces, quotes,
+# `=`, control characters: one line per record, and no field can fake another)
+_BARE = re.compile(r"[A-Za-z0-9_.:/@+,-]+")
+
+
+def _text_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    text = value if isinstance(value, str) else str(value)
+    return text if _BARE.fullmatch(text) else orjson.dumps(text).decode()
+
+
+def text_line(line: dict) -> str:
+    """`2026-01-02T03:04:05.678Z INFO switchboard.access msg=request request_id=... status=200`"""
+    ts = line.pop("ts")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    head = f"{stamp} {line.pop('level').upper()} {line.pop('logger')}"
+    return " ".join([head, *(f"{k}={_text_value(v)}" for k, v in line.items() if v is not None)])
+
+
+def _json_line(line: dict) -> str:
+    return orjson.dumps(line, default=str).decode()
+
+
+FORMATS = {"json": (JsonLines, _json_line), "text": (TextLines, text_line)}
 
 
 class TurnLines:
@@ -57,6 +123,8 @@ class TurnLines:
 
 
 _access_stream: TurnLines | None = None  # where access lines go
+_format = "json"  # LOG_FORMAT
+_render: Callable[[dict], str] = _json_line  # an access line as LOG_FORMAT writes it
 
 
 @atexit.register
@@ -65,15 +133,23 @@ def _flush_access() -> None:
         _access_stream.flush()
 
 
-def configure(level: str) -> None:
-    global _access_stream
+def new_handler() -> logging.Handler:
+    """A stderr handler writing LOG_FORMAT lines (the gateway's, or another library's)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(FORMATS[_format][0]())
+    return handler
+
+
+def configure(level: str, log_format: str = "json") -> None:
+    global _access_stream, _format, _render
+    _format, _render = log_format, FORMATS[log_format][1]
     root = logging.getLogger("switchboard")
-    if not any(getattr(h, "_switchboard", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonLines())
-        handler._switchboard = True
-        root.addHandler(handler)
-        root.propagate = False
+    for old in [h for h in root.handlers if getattr(h, "_switchboard", False)]:
+        root.removeHandler(old)
+    handler = new_handler()
+    handler._switchboard = True
+    root.addHandler(handler)
+    root.propagate = False
     root.setLevel(level)
     _access_stream = TurnLines(sys.stderr) if access.isEnabledFor(logging.INFO) else None
 
@@ -81,7 +157,7 @@ def configure(level: str) -> None:
 def _write_access(fields: dict) -> None:
     line = {"ts": round(time.time(), 3), "level": "info", "logger": access.name, "msg": "request",
             **fields}
-    _access_stream.write(orjson.dumps(line).decode() + "\n")
+    _access_stream.write(_render(line) + "\n")
 
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -108,7 +184,7 @@ class RequestLog:
     __slots__ = ("request_id", "client_request_id", "path", "created_at", "start", "ttfb", "provider", "model",
                  "model_requested", "status", "stream", "error", "session_id", "api_key_id",
                  "messages", "pieces", "disconnected", "sink", "session_turn", "on_finish",
-                 "_done")
+                 "trace", "trace_id", "outer", "_done")
 
     def __init__(self, request_id: str, path: str, client_request_id: str | None = None):
         self.request_id = request_id
@@ -125,6 +201,8 @@ class RequestLog:
         self.stream = self.disconnected = False
         self.pieces: list[bytes] = []
         self.sink: Callable[[Entry], None] | None = None  # set for completion calls
+        self.trace = self.trace_id = None  # proxy.tracing's spans, when tracing is on
+        self.outer = None  # the request this one is part of (see `serving`)
         self._done = False
 
     def first_byte(self) -> None:
@@ -142,6 +220,8 @@ class RequestLog:
                   "latency_ms": round(latency, 2), "ttfb_ms": round(ttfb, 2)}
         if self.client_request_id:
             fields["client_request_id"] = self.client_request_id
+        if self.trace_id:
+            fields["trace_id"] = self.trace_id
         if self.error:
             fields["error"] = self.error
         if self.disconnected:
@@ -150,11 +230,15 @@ class RequestLog:
             _write_access(fields)
         if self.sink is not None:
             self.sink(self._entry(latency, ttfb))
+        if self.trace is not None:
+            self.trace.end(self)
         for hook in self.on_finish:
             try:
                 hook(self)
             except Exception:  # a hook must not break the response's close
                 logging.getLogger("switchboard.app").exception("finish hook failed")
+        if _serving.get() is self:
+            _serving.set(self.outer)
 
     def _entry(self, latency: float, ttfb: float) -> Entry:
         return Entry(request_id=self.request_id, client_request_id=self.client_request_id,
@@ -163,7 +247,8 @@ class RequestLog:
                      model_upstream=self.model, session_id=self.session_id,
                      api_key_id=self.api_key_id, error_type=self.error, streamed=self.stream,
                      client_disconnected=self.disconnected, latency_ms=latency, ttft_ms=ttfb,
-                     messages=self.messages, pieces=self.pieces, session_turn=self.session_turn)
+                     messages=self.messages, pieces=self.pieces, session_turn=self.session_turn,
+                     trace_id=self.trace_id)
 
 
 def debug_body(label: str, request_id: str, body: bytes, secrets: tuple[str, ...]) -> None:

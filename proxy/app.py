@@ -7,7 +7,7 @@ from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from providers import registry
-from proxy import access_log, errors, metrics, model_facts, redact, tokens
+from proxy import access_log, errors, metrics, model_facts, redact, tokens, tracing
 from proxy.access_log import RequestLog
 from proxy.config import Config
 from proxy.log.costs import usage_cost
@@ -18,8 +18,8 @@ from proxy.policy.budget import Budgets
 from proxy.policy.gate import RateGate
 from proxy.policy.keys import MASTER, KeyStore
 from proxy.respond import error_response, failure_answer, flask_response
-from proxy.routes import (catalog, chain, chat, compare, feedback, health, keys, sessions,
-                          usage)
+from proxy.routes import (catalog, chain, chat, compare, dashboard, docs, feedback, health,
+                          keys, sessions, status, usage)
 from proxy.routing import breaker
 from proxy.routing.auto import AutoRouter
 from proxy.routing.selection import Router
@@ -65,6 +65,7 @@ class Gateway:
                              breaker=breaker.from_specs(config.providers.values()))
         self.budgets = Budgets(self.keys.connection, config.monthly_cost_limit)
         self.rate_gate = RateGate.from_config(config, self.recorder.path, self.model_facts)
+        self.tracer = tracing.start(config)  # None when tracing is off
 
     def cost_of(self, model: str | None, usage: dict | None) -> float | None:
         return usage_cost(self.pricing, model, usage)
@@ -77,6 +78,8 @@ class Gateway:
         self.recorder.close()
         self.metrics.tick()
         self.http.close()
+        if self.tracer is not None:
+            self.tracer.shutdown()
 
 
 class Switchboard(Flask):
@@ -88,7 +91,7 @@ class Switchboard(Flask):
 
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
-    access_log.configure(config.log_level)
+    access_log.configure(config.log_level, config.log_format)
     app = Switchboard("switchboard")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     gateway = Gateway(config)
@@ -98,11 +101,13 @@ def create_app(config: Config | None = None) -> Flask:
         tokens.encoding_for("")  # echo counts every request: load the tokenizer now, not on one
 
     for blueprint in (catalog.bp, keys.bp, sessions.bp, feedback.bp, usage.bp, compare.bp,
-                      chain.bp):
+                      chain.bp, status.bp):
         app.register_blueprint(blueprint, url_prefix="/v1")
         # full-path clients (a voice agent's "think" URL) may omit /v1
         app.register_blueprint(blueprint, url_prefix="", name=f"{blueprint.name}_bare")
     app.register_blueprint(health.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(docs.bp)
 
     app.before_request(_start)
     app.after_request(_finish)
@@ -116,6 +121,8 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 _PUBLIC = frozenset(("/", "/health", "/ready"))
+# files and the API's description only: the data needs a key
+_PUBLIC_BLUEPRINTS = frozenset((dashboard.bp.name, docs.bp.name))
 
 
 def _start() -> None:
@@ -123,12 +130,24 @@ def _start() -> None:
     headers, path = request.headers, request.path
     record = RequestLog(access_log.new_request_id(), path, access_log.client_request_id(headers))
     g.request_id, g.record = record.request_id, record
-    if path not in _PUBLIC:
+    access_log.serving(record)
+    _trace(record, headers, path)
+    if path not in _PUBLIC and request.blueprint not in _PUBLIC_BLUEPRINTS:
         keys = current_app.extensions["switchboard"].keys
         principal = keys.authenticate(headers)
         g.principal, record.api_key_id = principal, principal.key_id
         if path == "/metrics" and keys.enabled and principal is not MASTER:
             raise errors.PermissionDenied("Only the master key can read /metrics.")
+
+
+_UNTRACED = frozenset(("/health", "/ready", "/metrics"))  # probes and scrapes
+
+
+def _trace(record: RequestLog, headers, path: str) -> None:
+    tracer = current_app.extensions["switchboard"].tracer
+    if tracer is not None and path not in _UNTRACED:
+        rule = request.url_rule
+        tracer.request(record, headers, request.method, rule.rule if rule else None)
 
 
 def _finish(response):
@@ -137,6 +156,8 @@ def _finish(response):
         response.headers["x-request-id"] = record.request_id
         if record.client_request_id:
             response.headers["x-client-request-id"] = record.client_request_id
+        if record.trace_id:
+            response.headers["x-trace-id"] = record.trace_id
         record.status = response.status_code
         response.call_on_close(record.finish)
     return response

@@ -91,19 +91,26 @@ def caller_secret(principal, headers: Mapping[str, str]) -> tuple[bytes, ...]:
 
 
 class RecordTracker:
-    """attempts.run's view of a request's RequestLog."""
+    """attempts.run's view of a request's RequestLog (and of its trace, when traced)."""
 
-    def __init__(self, gateway, record):
-        self.gateway, self.record = gateway, record
+    def __init__(self, gateway, record, call):
+        self.gateway, self.record, self.call = gateway, record, call
 
     def routed(self, route) -> None:
         self.record.provider, self.record.model = route.provider.name, route.model
+        if self.record.trace is not None:
+            self.record.trace.attempt(route, self.call)
+
+    def attempt_failed(self, error) -> None:
+        if self.record.trace is not None:
+            self.record.trace.attempt_failed(error)
 
     def failed(self, route, error, n: int) -> None:
         r = self.record
         self.gateway.recorder.record(attempts.attempt_entry(
             r.request_id, n, route, error, model_requested=r.model_requested,
-            api_key_id=r.api_key_id, streamed=r.stream, client_request_id=r.client_request_id))
+            api_key_id=r.api_key_id, streamed=r.stream, client_request_id=r.client_request_id,
+            trace_id=r.trace_id))
 
 
 def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], record,
@@ -118,7 +125,7 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
         debug_body("request body", record.request_id, raw, gateway.secrets)
     headers_out = gateway.rate_gate.admit(principal, call, record)
     gateway.recorder.started(record, routes[0])  # journaled: a row even if this process dies
-    reply, route = attempts.run(gateway, routes, call, RecordTracker(gateway, record))
+    reply, route = attempts.run(gateway, routes, call, RecordTracker(gateway, record, call))
     headers_out["x-gateway-provider"] = route.provider.name
     headers_out["x-gateway-model"] = header_value(route.model)
     return reply_response(reply, call, record, gateway.cost_of, headers_out)

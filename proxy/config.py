@@ -10,6 +10,7 @@ from typing import Mapping
 
 from providers import registry
 from providers.base import Preset, ProviderSpec
+from proxy import tracing
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Config:
     #: the largest single SSE event an upstream may send (MAX_STREAM_EVENT_BYTES)
     max_stream_event_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
+    log_format: str = "json"  # LOG_FORMAT: json | text
     log_bodies: bool = False
     database_url: str = "sqlite:///./gateway.db"
     log_content: str = "full"  # full | redacted | none
@@ -41,6 +43,9 @@ class Config:
     rate_limit: str = ""  # RATE_LIMIT, e.g. "60rpm,100000tpm"
     redis_url: str | None = None
     rate_limit_on_store_failure: str = "allow"  # RATE_LIMIT_ON_STORE_FAILURE: allow | refuse
+    #: OpenTelemetry traces (the OTEL_* variables, see proxy/tracing), and message content in them
+    tracing: bool = False
+    trace_content: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -58,6 +63,7 @@ class Config:
             read_timeout=float(env.get("UPSTREAM_TIMEOUT", 600)),
             max_stream_event_bytes=int(env.get("MAX_STREAM_EVENT_BYTES", 8 * 1024 * 1024)),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_format=_choice(env.get("LOG_FORMAT", "json"), ("json", "text"), "LOG_FORMAT"),
             log_bodies=env.get("LOG_LEVEL", "").upper() == "DEBUG",
             database_url=env.get("DATABASE_URL") or "sqlite:///./gateway.db",
             log_content=_choice(env.get("LOG_CONTENT", "full"), ("full", "redacted", "none"),
@@ -75,6 +81,8 @@ class Config:
             redis_url=env.get("REDIS_URL") or None,
             rate_limit_on_store_failure=_choice(env.get("RATE_LIMIT_ON_STORE_FAILURE", "allow"),
                                                 ("allow", "refuse"), "RATE_LIMIT_ON_STORE_FAILURE"),
+            tracing=tracing.wanted(env),
+            trace_content=tracing.capture_wanted(env),
         )
 
     def secrets(self) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import gevent
 import gevent.queue
 import orjson
 
-from proxy import errors
+from proxy import access_log, errors, tracing
 from proxy.access_log import RequestLog, client_request_id
 from proxy.completion import complete
 from proxy.errors import GatewayError, InvalidRequest
@@ -66,6 +66,7 @@ class ModelCall:
         self.outcome = Outcome(model=str(body.get("model")))
         self.record = RequestLog(request_id, path, client_request_id(headers))
         self.record.api_key_id = getattr(principal, "key_id", None)
+        self.parent = access_log.serving_now()  # the compare or chain request, made here
         self.sent = 0  # answer blocks streamed (error events not counted)
 
     def complete(self) -> Outcome:
@@ -116,6 +117,8 @@ class ModelCall:
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)
+        access_log.serving(self.record)  # in the greenlet that runs the call
+        tracing.follow(self.record, self.parent)
         headers = self.headers
         if body.get("provider") is not None and "X-Provider" in headers:
             # a provider named for this model beats the request's header

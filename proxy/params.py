@@ -7,7 +7,9 @@ integer SQLite cannot hold, metadata too deep to serialise again).
 
 A check is `check(value, param) -> value`; `checked(body, checks)` runs a table
 of them over a request body. `null` is never passed to a check: it means
-"unset" and each route decides what that does.
+"unset" and each route decides what that does. Each check carries `schema`, the
+JSON schema of what it accepts, from which the OpenAPI document (proxy/openapi)
+describes the route that runs it.
 """
 from __future__ import annotations
 
@@ -37,6 +39,14 @@ Check = Callable[[Any, str], Any]
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+def described(schema: dict) -> Callable[[Callable], Callable]:
+    """Attach `schema` (what the decorated check accepts, as JSON schema) to it."""
+    def attach(check: Callable) -> Callable:
+        check.schema = schema
+        return check
+    return attach
+
+
 def invalid(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(message, param=param, code="invalid_value")
 
@@ -50,6 +60,7 @@ def is_number(value) -> bool:
 
 
 def integer(low: int, high: int) -> Check:
+    @described({"type": "integer", "minimum": low, "maximum": high})
     def check(value, param: str) -> int:
         if not is_int(value) or not low <= value <= high:
             raise invalid(param, f"`{param}` must be an integer from {low} to {high}.")
@@ -58,6 +69,7 @@ def integer(low: int, high: int) -> Check:
 
 
 def number(low: float, high: float) -> Check:
+    @described({"type": "number", "minimum": low, "maximum": high})
     def check(value, param: str) -> float:
         if not is_number(value) or not low <= value <= high:
             raise invalid(param, f"`{param}` must be a number from {low} to {high}.")
@@ -66,6 +78,7 @@ def number(low: float, high: float) -> Check:
 
 
 def text(max_chars: int, *, min_chars: int = 0) -> Check:
+    @described({"type": "string", "minLength": min_chars, "maxLength": max_chars})
     def check(value, param: str) -> str:
         if not isinstance(value, str) or not min_chars <= len(value) <= max_chars:
             raise invalid(param, f"`{param}` must be a string of {min_chars} to {max_chars} "
@@ -75,6 +88,7 @@ def text(max_chars: int, *, min_chars: int = 0) -> Check:
 
 
 def matching(pattern: re.Pattern, what: str) -> Check:
+    @described({"type": "string", "pattern": f"^(?:{pattern.pattern})$", "description": what})
     def check(value, param: str) -> str:
         if not isinstance(value, str) or not pattern.fullmatch(value):
             raise invalid(param, f"`{param}` must be {what}.")
@@ -83,8 +97,9 @@ def matching(pattern: re.Pattern, what: str) -> Check:
 
 
 # C0 and C1 control characters and DEL: never part of an id or a model name (CR/LF
-# would split a response header that names one)
-CONTROL = "\x00-\x1f\x7f-\x9f"
+# would split a response header that names one). Escapes, not the characters, so the
+# pattern reads the same in the OpenAPI document (JSON schema's regular expressions)
+CONTROL = r"\x00-\x1f\x7f-\x9f"
 HAS_CONTROL = re.compile(f"[{CONTROL}]")
 
 
@@ -101,6 +116,7 @@ SESSION_HEADER = printable(128, min_chars=1)
 
 
 def one_of(choices: tuple[str, ...]) -> Check:
+    @described({"type": "string", "enum": list(choices)})
     def check(value, param: str) -> str:
         if not isinstance(value, str) or value not in choices:
             raise invalid(param, f"`{param}` must be one of {', '.join(choices)}.")
@@ -111,6 +127,7 @@ def one_of(choices: tuple[str, ...]) -> Check:
 def string_list(max_items: int = MAX_ITEMS, max_chars: int = MAX_ID) -> Check:
     item = text(max_chars)
 
+    @described({"type": "array", "maxItems": max_items, "items": item.schema})
     def check(value, param: str) -> list[str]:
         if not isinstance(value, list) or len(value) > max_items:
             raise invalid(param, f"`{param}` must be a list of at most {max_items} strings.")
@@ -118,6 +135,8 @@ def string_list(max_items: int = MAX_ITEMS, max_chars: int = MAX_ID) -> Check:
     return check
 
 
+@described({"type": "object", "description": f"nested at most {MAX_JSON_DEPTH} levels deep, "
+                                            f"at most {MAX_JSON_BYTES} bytes as JSON"})
 def json_object(value, param: str) -> dict:
     """A JSON object that can be stored and served back: nested at most
     MAX_JSON_DEPTH levels, at most MAX_JSON_BYTES encoded."""
@@ -146,6 +165,12 @@ def _depth(value, limit: int) -> int:
     return 1 + max((_depth(child, limit - 1) for child in value), default=0)
 
 
+TIME_TEXT = {"type": "string", "examples": ["2026-01-31", "2026-01-31T12:00:00Z"],
+             "description": "an ISO 8601 date or datetime (UTC unless it says otherwise) or "
+                            "unix seconds, 1970-01-01 to 9999-12-31"}
+
+
+@described({"anyOf": [{"type": "number", "minimum": TIME_MIN, "maximum": TIME_MAX}, TIME_TEXT]})
 def timestamp(value, param: str) -> float:
     """Unix seconds (a number) or an ISO 8601 string, within 1970..9999."""
     try:
@@ -158,6 +183,7 @@ def timestamp(value, param: str) -> float:
     raise bad_time(param)
 
 
+@described(TIME_TEXT)
 def parse_time(text: str, *, end: bool = False) -> float:
     """Unix seconds, an ISO date (UTC midnight; as an `end`, the end of that day)
     or an ISO datetime (UTC unless it says otherwise), within 1970..9999; else

@@ -22,7 +22,8 @@ from proxy.errors import InvalidRequest
 # name (vendor fields) pass unchecked and are not copied ("ignore" is ~30% faster
 # than "allow"), and nothing is converted ("strict"), so a JSON "2" cannot pass
 # for the 2 that echo and the translators read from the body as sent.
-_OPEN = with_config(ConfigDict(extra="ignore", strict=True))
+_OPEN_CONFIG = ConfigDict(extra="ignore", strict=True)
+_OPEN = with_config(_OPEN_CONFIG)
 Opt = NotRequired  # a field the client may leave out
 
 
@@ -94,7 +95,15 @@ def _content_rules(message: dict) -> dict:
     return message
 
 
-@_OPEN
+# the same rules in JSON schema, for the OpenAPI document (proxy/openapi) only
+_CONTENT_RULES_SCHEMA = {"allOf": [
+    {"if": {"properties": {"role": {"enum": sorted(_CONTENT_REQUIRED)}}},
+     "then": {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}}},
+    {"if": {"properties": {"role": {"const": "tool"}}},
+     "then": {"required": ["tool_call_id"], "properties": {"tool_call_id": {"type": "string"}}}}]}
+
+
+@with_config({**_OPEN_CONFIG, "json_schema_extra": _CONTENT_RULES_SCHEMA})
 class Message(TypedDict):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: Opt[Union[str, list[ContentPart], None]]

@@ -35,3 +35,26 @@ def start_gateway(tmp_path):
     yield start
     for gw in started:
         gw.stop()
+
+
+SKIPPED = "browser tests skipped"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium under Playwright, for one test module: Playwright's sync API
+    runs an asyncio loop in this thread while it lives, and later tests that start
+    their own (asyncio.run) could not."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip(f"{SKIPPED}: the playwright package is not installed "
+                    "(make test installs tests/requirements.txt)")
+    from tests.browser import demo
+    if demo.chromium_path() is None:
+        pytest.skip(f"{SKIPPED}: no chromium on PATH (Debian: apt-get install "
+                    "chromium; .ci/run installs it; or set CHROMIUM=/path/to/chromium)")
+    with sync_playwright() as playwright:
+        chromium = demo.launch(playwright)
+        yield chromium
+        chromium.close()

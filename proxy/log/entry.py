@@ -33,3 +33,5 @@ class Entry:
     #: n for the row of a request's n-th failed try that a retry or fallback followed;
     #: 0 for the request's own row (usage and metrics count requests, not tries)
     attempt: int = 0
+    #: the OpenTelemetry trace the request was part of (when tracing is on)
+    trace_id: str | None = None

@@ -105,4 +105,9 @@ WHERE rtrim(request_id, '0123456789') <> request_id
 ALTER TABLE completions ADD COLUMN client_request_id TEXT;
 CREATE INDEX completions_client_request_id ON completions(client_request_id)
 """),
+    # the OpenTelemetry trace of a request, to go from a trace to its rows and back
+    ("0005_trace_id", """
+ALTER TABLE completions ADD COLUMN trace_id TEXT;
+CREATE INDEX completions_trace_id ON completions(trace_id)
+"""),
 ]

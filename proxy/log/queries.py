@@ -15,12 +15,15 @@ from proxy.log.db import write_transaction
 # group_by key -> SQL expression over `completions c` (never request text)
 GROUPS = {
     "day": "strftime('%Y-%m-%d', c.created_at, 'unixepoch')",
+    "hour": "strftime('%Y-%m-%dT%H:00:00Z', c.created_at, 'unixepoch')",
+    "minute": "strftime('%Y-%m-%dT%H:%M:00Z', c.created_at, 'unixepoch')",
     "model": "coalesce(c.model_answered, c.model_requested)",
     "model_requested": "c.model_requested",
     "provider": "c.provider",
     "key": "c.api_key_id",
     "session": "c.session_id",
 }
+TIME_GROUPS = ("day", "hour", "minute")  # groups that name a UTC time bucket, shown in order
 FEEDBACK_TYPES = ("thumbs_up", "thumbs_down", "flag")
 EDITABLE = ("title", "model", "system_prompt", "metadata")  # session columns a client may set
 
@@ -64,13 +67,24 @@ SELECT {expr} AS grp, coalesce(sum(c.attempt = 0), 0) AS requests,
   coalesce(sum(c.cost_usd), 0) AS cost_usd,
   coalesce(sum(c.cost_usd IS NULL AND c.status < 400 AND c.attempt = 0), 0) AS cost_unknown_requests
 FROM completions c WHERE c.created_at >= ? AND c.created_at < ?{owner} GROUP BY grp"""
-_LATENCIES = ("SELECT {expr} AS grp, c.latency_ms FROM completions c WHERE c.created_at >= ? "
-              "AND c.created_at < ?{owner} AND c.status < 400 AND c.latency_ms IS NOT NULL")
+_TIMINGS = ("SELECT {expr} AS grp, c.latency_ms, c.ttft_ms FROM completions c "
+            "WHERE c.created_at >= ? AND c.created_at < ?{owner} AND c.status < 400")
+_TIMED = ("latency_ms", "ttft_ms")  # the _TIMINGS columns, in order
 _USAGE_FEEDBACK = ("SELECT {expr} AS grp, f.feedback_type, f.rating FROM feedback f "
                    "JOIN completions c ON c.id = f.completion_row "
                    "WHERE c.created_at >= ? AND c.created_at < ?{owner}")
 _SUMMED = ("requests", "errors", "attempts", "prompt_tokens", "completion_tokens", "cached_tokens",
            "reasoning_tokens", "cost_usd", "cost_unknown_requests")
+
+
+# a session search: a substring of its id, title or model (instr, not LIKE: nothing
+# in the text is a wildcard)
+_SEARCH = ("(instr(lower(s.id), lower(?)) > 0 "
+           "OR instr(lower(coalesce(s.title, '')), lower(?)) > 0 "
+           "OR instr(lower(coalesce(s.model, '')), lower(?)) > 0)")
+# a feedback row's owner: the session's key for feedback on a message, else the
+# completion's (as POST /v1/feedback decides who may give it)
+_FEEDBACK_OWNER = "CASE WHEN f.message_id IS NOT NULL THEN s.api_key_id ELSE c.api_key_id END"
 
 
 # -- sessions -------------------------------------------------------------------
@@ -139,10 +153,11 @@ DELETE FROM contents WHERE hash IN (SELECT hash FROM temp.doomed)
 
 
 def list_sessions(conn, limit: int, before: tuple[float, str] | None = None,
-                  owner: str | None = None) -> list[sqlite3.Row]:
+                  owner: str | None = None, search: str | None = None) -> list[sqlite3.Row]:
     """Newest first by updated_at (id breaks ties); `before` is the last (updated_at,
     id) of the previous page. One row more than `limit` tells there is more.
-    `owner`: only that virtual key's sessions."""
+    `owner`: only that virtual key's sessions. `search`: only sessions whose id,
+    title or model holds it (ignoring ASCII case; a plain substring, no wildcards)."""
     clauses, params = [], []
     if before is not None:
         clauses.append("(s.updated_at, s.id) < (?, ?)")
@@ -150,6 +165,9 @@ def list_sessions(conn, limit: int, before: tuple[float, str] | None = None,
     if owner is not None:
         clauses.append("s.api_key_id = ?")
         params.append(owner)
+    if search:
+        clauses.append(_SEARCH)
+        params.extend([search] * _SEARCH.count("?"))
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     return conn.execute(_SESSION_TOTALS + where + " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?",
                         (*params, limit + 1)).fetchall()
@@ -197,6 +215,21 @@ def add_feedback(conn, *, completion_row: int | None, message_id: int | None,
     return conn.execute(_FEEDBACK + " WHERE f.id = ?", (cursor.lastrowid,)).fetchone()
 
 
+def list_feedback(conn, limit: int, before: int | None = None, owner: str | None = None,
+                  feedback_type: str | None = None) -> list[sqlite3.Row]:
+    """Newest first (by id); `before` is the last id of the previous page. One row
+    more than `limit` tells there is more. `owner`: only that virtual key's."""
+    clauses, params = [], []
+    for clause, value in (("f.id < ?", before), (f"{_FEEDBACK_OWNER} = ?", owner),
+                          ("f.feedback_type = ?", feedback_type)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    return conn.execute(_FEEDBACK + " LEFT JOIN sessions s ON s.id = m.session_id" + where
+                        + " ORDER BY f.id DESC LIMIT ?", (*params, limit + 1)).fetchall()
+
+
 # -- usage -------------------------------------------------------------------------
 def percentile(values: list[float], p: float) -> float | None:
     """Nearest-rank: the smallest value with at least p% of the values at or below it."""
@@ -214,28 +247,32 @@ def usage_report(conn, group_by: str, start: float, end: float,
     params = (start, end, owner) if owner else (start, end)
     groups = {r["grp"]: {k: r[k] for k in _SUMMED}
               for r in conn.execute(_USAGE.format(**sql), params)}
-    latencies: dict = {}
-    for r in conn.execute(_LATENCIES.format(**sql), params):
-        latencies.setdefault(r["grp"], []).append(r["latency_ms"])
+    timings: dict = {}
+    for r in conn.execute(_TIMINGS.format(**sql), params):
+        timings.setdefault(r["grp"], []).append((r["latency_ms"], r["ttft_ms"]))
     feedback: dict = {}
     for r in conn.execute(_USAGE_FEEDBACK.format(**sql), params):
         feedback.setdefault(r["grp"], []).append((r["feedback_type"], r["rating"]))
-    data = [{"group": key, **_finish(sums, latencies.get(key, []), feedback.get(key, []))}
+    data = [{"group": key, **_finish(sums, timings.get(key, []), feedback.get(key, []))}
             for key, sums in groups.items()]
     totals = {k: sum(g[k] for g in groups.values()) for k in _SUMMED}
-    totals = _finish(totals, [v for vs in latencies.values() for v in vs],
+    totals = _finish(totals, [t for ts in timings.values() for t in ts],
                      [f for fs in feedback.values() for f in fs])
     return data, totals
 
 
-def _finish(sums: dict, latencies: list[float], feedback: list[tuple]) -> dict:
+def _finish(sums: dict, timings: list[tuple], feedback: list[tuple]) -> dict:
     out = dict(sums)
     out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
     out["cost_usd"] = round(out["cost_usd"], 10)
-    out["latency_ms"] = {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
-                         "count": len(latencies)}
+    for i, name in enumerate(_TIMED):
+        out[name] = _percentiles([t[i] for t in timings if t[i] is not None])
     out["feedback"] = _feedback_counts(feedback)
     return out
+
+
+def _percentiles(values: list[float]) -> dict:
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "count": len(values)}
 
 
 def _feedback_counts(feedback: list[tuple]) -> dict:

@@ -16,7 +16,8 @@ _COLUMNS = ("request_id", "completion_id", "created_at", "session_id", "api_key_
             "model_requested", "model_answered", "status", "error_type", "finish_reason",
             "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
             "tokens_estimated", "cost_usd", "latency_ms", "ttft_ms", "streamed",
-            "client_disconnected", "prompt_refs", "answer_ref", "attempt", "client_request_id")
+            "client_disconnected", "prompt_refs", "answer_ref", "attempt", "client_request_id",
+            "trace_id")
 _INSERT = (f"INSERT OR IGNORE INTO completions ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_COLUMNS))})")
 
@@ -60,7 +61,7 @@ class RowWriter:
                int(estimated), cost, entry.latency_ms, entry.ttft_ms, int(entry.streamed),
                int(entry.client_disconnected),
                orjson.dumps(refs).decode() if self.content_mode != "none" else None, answer_ref,
-               entry.attempt, entry.client_request_id)
+               entry.attempt, entry.client_request_id, entry.trace_id)
         cursor = conn.execute(_INSERT, row)
         if session_id and cursor.rowcount:
             self._append_turn(conn, entry, cursor.lastrowid, messages, refs, answer, answer_ref)

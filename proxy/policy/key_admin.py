@@ -14,7 +14,7 @@ from proxy.policy.keys import digest, hint, new_secret
 _JSON_FIELDS = ("models", "providers", "metadata")
 # the fields a client may set, each with its check (see proxy/params.py); null
 # clears a field, except `name`, which every key has
-_CHECKS = {
+CHECKS = {
     "name": params.text(params.MAX_NAME, min_chars=1),
     "models": params.string_list(),
     "providers": params.string_list(),
@@ -25,7 +25,7 @@ _CHECKS = {
     "system_prompt": params.text(params.MAX_PROMPT),
     "metadata": params.json_object,
 }
-_FIELDS = tuple(_CHECKS)
+_FIELDS = tuple(CHECKS)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -53,7 +53,7 @@ def _column(name: str, value):
 
 
 def _checked(body: dict) -> dict:
-    fields = params.checked(body, _CHECKS)
+    fields = params.checked(body, CHECKS)
     if "name" in fields and fields["name"] is None:
         raise InvalidRequest("`name` cannot be null.", param="name", code="invalid_value")
     return fields

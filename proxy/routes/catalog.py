@@ -28,7 +28,16 @@ def models():
         ids = provider.known_models() or ((provider.spec.default_model,)
                                          if provider.spec.default_model else ())
         for model in ids:
+            target = provider.spec.aliases.get(model, model)
             data.append({"id": model, "object": "model", "created": 0, "owned_by": provider.name,
-                         "provider": provider.name,
-                         **facts_of(gateway.model_facts, provider.spec.aliases.get(model, model))})
+                         "provider": provider.name, **facts_of(gateway.model_facts, target),
+                         **_price(gateway.pricing, target)})
     return jsonify({"object": "list", "data": data})
+
+
+def _price(pricing, model: str) -> dict:
+    """The price the log charges for `model`, USD per million tokens, where known."""
+    price = pricing.price(model)
+    return {} if price is None else {"price": {
+        "input": price.input, "cached_input": price.cached_rate, "output": price.output,
+        "reasoning": price.reasoning_rate}}

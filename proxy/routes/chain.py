@@ -41,7 +41,7 @@ bp = Blueprint("chain", __name__)
 
 MAX_STEPS = 16
 _OWN_FIELDS = ("steps", "stream", "system_prompt")
-_NOT_PER_STEP = ("messages", "stream", "stream_options")
+NOT_PER_STEP = ("messages", "stream", "stream_options")
 
 
 @bp.post("/chain")
@@ -108,7 +108,7 @@ def _step(index: int, step, shared: dict, default_prompt: str | None) -> tuple[d
     if "model" not in step:
         raise InvalidRequest(f"Missing required parameter: '{prefix}model'.",
                              param=f"{prefix}model", code="missing_required_parameter")
-    for name in _NOT_PER_STEP:
+    for name in NOT_PER_STEP:
         if name in step:
             raise InvalidRequest(f"`{prefix}{name}` is not a step field: set it on the chain.",
                                  param=prefix + name, code="invalid_value")

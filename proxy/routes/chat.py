@@ -26,6 +26,7 @@ class ChatEndpoint:
 
     def __init__(self, fallback, gateway, max_body_bytes: int):
         self.fallback, self.gateway, self.max_body_bytes = fallback, gateway, max_body_bytes
+        self.tracer = gateway.tracer  # None when tracing is off
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO")
@@ -34,6 +35,9 @@ class ChatEndpoint:
         headers = EnvironHeaders(environ)
         record = RequestLog(access_log.new_request_id(), path,
                             access_log.client_request_id(headers))
+        access_log.serving(record)
+        if self.tracer is not None:
+            self.tracer.request(record, headers, environ.get("REQUEST_METHOD"))
         try:
             answer = self._answer(environ, headers, record)
         except Exception as exc:
@@ -103,6 +107,8 @@ def send(answer: Answer, record: RequestLog, start_response):
     headers.append(("x-request-id", record.request_id))
     if record.client_request_id:
         headers.append(("x-client-request-id", record.client_request_id))
+    if record.trace_id:
+        headers.append(("x-trace-id", record.trace_id))
     start_response(status_line(answer.status), headers)
     return ClosingBody(body, record)
 

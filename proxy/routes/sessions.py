@@ -1,4 +1,4 @@
-"""/v1/sessions: create, list, view, edit, delete; POST /v1/sessions/{id}/messages
+"""/v1/sessions: create, list (and search), view, edit, delete; POST /v1/sessions/{id}/messages
 sends one new user message with the session's system prompt and stored history.
 
 Rows are written by each worker's background writer (batched, ~50 ms): these
@@ -24,13 +24,14 @@ from proxy.routes.feedback import feedback_object
 
 bp = Blueprint("sessions", __name__)
 
-_CHECKS = {
+CHECKS = {
     "id": params.SESSION_ID,
     "title": params.text(params.MAX_NAME),
     "model": params.printable(params.MAX_ID),
     "system_prompt": params.text(params.MAX_PROMPT),
     "metadata": params.json_object,
 }
+SEARCH = params.printable(params.MAX_NAME, min_chars=1)
 FLUSH_TIMEOUT = 2.0
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 _USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
@@ -84,9 +85,9 @@ def create_session():
 
 @bp.get("/sessions")
 def list_sessions():
-    limit, before = _limit(), _cursor()
+    limit, before, search = _limit(), _cursor(), _search()
     with _db() as conn:
-        rows = queries.list_sessions(conn, limit, before, _owner())
+        rows = queries.list_sessions(conn, limit, before, _owner(), search)
     page = rows[:limit]
     more = len(rows) > limit
     return jsonify({"object": "list", "data": [session_object(r) for r in page], "has_more": more,
@@ -209,7 +210,7 @@ def _fields(body: dict, *, allow_id: bool) -> dict:
     if unknown:
         raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}.",
                              param=unknown[0], code="unknown_parameter")
-    return params.checked(body, _CHECKS)
+    return params.checked(body, CHECKS)
 
 
 def _limit() -> int:
@@ -224,6 +225,12 @@ def _limit() -> int:
         raise InvalidRequest(f"`limit` must be an integer from 1 to {MAX_LIMIT}.", param="limit",
                              code="invalid_value")
     return limit
+
+
+def _search() -> str | None:
+    """`q`: a piece of the id, title or model to look for (empty: every session)."""
+    text = request.args.get("q")
+    return SEARCH(text, "q") if text else None
 
 
 def _encode_cursor(row) -> str:

@@ -1,6 +1,7 @@
-"""GET /v1/usage?from=&to=&group_by=: requests, errors, tokens, cost, latency
-percentiles (nearest-rank, over successful requests) and feedback, per group
-and in total, for completions created in [from, to)."""
+"""GET /v1/usage?from=&to=&group_by=: requests, errors, tokens, cost, latency and
+time-to-first-token percentiles (nearest-rank, over successful requests) and
+feedback, per group and in total, for completions created in [from, to).
+`group_by` day, hour or minute is a time series (UTC buckets, in order)."""
 from __future__ import annotations
 
 import time
@@ -54,7 +55,7 @@ def _iso(ts: float) -> str:
 
 
 def _order(group_by: str):
-    """Days in order; other groups busiest first."""
-    if group_by == "day":
+    """Time buckets in order; other groups busiest first."""
+    if group_by in queries.TIME_GROUPS:
         return lambda item: item["group"] or ""
     return lambda item: (-item["requests"], item["group"] is None, str(item["group"]))

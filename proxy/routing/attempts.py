@@ -88,8 +88,9 @@ def target(call, route) -> None:
 
 def run(gateway, routes, call, tracker):
     """(primed reply, the route that served it), or the last error. `tracker`
-    hears of each route tried (`routed(route)`) and of each failed attempt that is
-    not the request's last word (`failed(route, error, n)`)."""
+    hears of each route tried (`routed(route)`), of each failure as it happens
+    (`attempt_failed(error)`) and of each failed attempt that is not the request's
+    last word (`failed(route, error, n)`)."""
     breaker, failures = gateway.router.breaker, []
     for route in routes:
         for attempt in range(route.provider.retries + 1):
@@ -101,6 +102,7 @@ def run(gateway, routes, call, tracker):
                 reply = prime(route.provider.execute(call))
             except GatewayError as exc:
                 failures.append((route, exc))
+                tracker.attempt_failed(exc)
                 if exc.code in NEXT_ROUTE_CODES:
                     break
                 if not retryable(exc):
@@ -117,10 +119,11 @@ def run(gateway, routes, call, tracker):
 
 
 def attempt_entry(request_id: str, n: int, route, error: GatewayError, *, model_requested,
-                  api_key_id, streamed, client_request_id=None) -> Entry:
+                  api_key_id, streamed, client_request_id=None, trace_id=None) -> Entry:
     """The log row of a failed attempt: `<request id>.<n>`."""
     return Entry(request_id=f"{request_id}.{n}", client_request_id=client_request_id,
                  created_at=time.time(), status=error.status,
                  provider=route.provider.name, model_requested=model_requested,
                  model_upstream=route.model, api_key_id=api_key_id,
-                 error_type=error.code or error.type, streamed=streamed, attempt=n)
+                 error_type=error.code or error.type, streamed=streamed, attempt=n,
+                 trace_id=trace_id)

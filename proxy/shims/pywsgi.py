@@ -24,6 +24,7 @@ LIBRARY = "gevent.pywsgi"
 ONE_WRITE_MAX = 64 * 1024
 
 
+_NOTED = frozenset(("connection", "date", "content-length"))  # start_response keeps these
 _date = [0, b""]  # the second last formatted, and its Date field
 
 
@@ -146,6 +147,33 @@ class Handler(PyWSGIHandler):
                 self.write(data)
         return ended
 
+    def start_response(self, status, headers, exc_info=None):
+        """pywsgi's, in one pass over the headers instead of two (it checks, encodes,
+        then looks for Connection, Date and Content-Length): a response's headers are
+        the gateway's own. Exceptions and HTTP/1.0 take pywsgi's path."""
+        if exc_info is not None or self.request_version == "HTTP/1.0":
+            return super().start_response(status, headers, exc_info)
+        encoded, provided = [], {}
+        for name, value in headers:
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise ValueError("carriage return or newline in a header", name)
+            lower = name.lower()
+            if lower in _NOTED:
+                provided[lower] = value
+            encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+        if "\r" in status or "\n" in status:
+            raise ValueError("carriage return or newline in status", status)
+        code = int(status.split(" ", 1)[0])
+        length = provided.get("content-length")
+        if code in (204, 304) and length not in (None, "0"):
+            raise self.ApplicationError(f"Invalid Content-Length for {code}: {length!r}")
+        self.status, self._orig_status, self.code = status.encode("latin-1"), status, code
+        self.response_headers = encoded
+        self.provided_date, self.provided_content_length = provided.get("date"), length
+        if provided.get("connection") == "close":
+            self.close_connection = True
+        return self.write
+
     def _sendall(self, data):
         """pywsgi's, in one system call (proxy/sockets.py); a failed write's error goes
         up as it came, without pywsgi's notes for its own access log (not used)."""
@@ -178,7 +206,8 @@ def check() -> None:
             ("MessageClass", "_handle_client_error", "get_environ", "process_result",
              "_write_with_headers", "_write", "_sendall", "finalize_headers", "write",
              "headers_sent", "response_use_chunked", "response_headers", "status", "result",
-             "provided_date", "response_length",
+             "provided_date", "response_length", "provided_content_length", "_orig_status",
+             "code", "request_version", "ApplicationError",
              "wsgi_input", "command", "close_connection", "handle_error", "read_requestline",
              "read_request", "handle_one_response", "start_response", "handle"), LIBRARY)
     require(pywsgi, ("format_date_time",), LIBRARY)
