@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from proxy.check.probe import Response
+from proxy.params import is_int
 from proxy.check.stream import Streamed, choices_of, json_answer, streamed_answer
 
 Verdict = tuple[bool, str]
@@ -26,10 +27,6 @@ class Rule:
     name: str
     checks: str
     verdict: Callable[[Evidence], Verdict]
-
-
-def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def media_type(content_type: str) -> str:
