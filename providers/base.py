@@ -18,6 +18,12 @@ from typing import Callable, ClassVar, Iterator, Mapping, Union
 
 from proxy.upstream import Timeouts
 
+# A warm connection idle this long is replaced: below the shortest idle limit common
+# in front of APIs (AWS ALB 60 s, nginx 75 s, NAT gateways a few minutes), so the
+# gateway closes it before a server or middlebox does, and never sends a request on
+# a connection being closed or silently dropped.
+WARM_IDLE_S = 30.0
+
 
 # ---- events a translating provider yields ---------------------------------
 
@@ -168,6 +174,18 @@ class CompletionProvider:
         self.timeouts = Timeouts.from_options(spec.options, http.timeouts) if http else None
         #: how often a retryable failure is tried again on this provider (config `retries`)
         self.retries = int(spec.options.get("retries", 1) or 0)
+        #: connections kept open to the upstream (config `warm_connections`; None: the
+        #: default, see proxy/warm.py) and the idle seconds after which one is replaced
+        warm = spec.options.get("warm_connections")
+        self.warm_connections = None if warm is None else max(0, int(warm or 0))
+        self.warm_idle_s = float(spec.options.get("warm_idle_s") or WARM_IDLE_S)
+        if self.warm_idle_s <= 0:
+            raise ValueError(f"provider {spec.name}: warm_idle_s must be positive")
+
+    def warm_url(self) -> str | None:
+        """A URL on the origin this provider's requests go to, whose connections the
+        gateway keeps open (proxy/warm.py); None: none to keep (boto3, local)."""
+        return self.spec.base_url
 
     @property
     def name(self) -> str:

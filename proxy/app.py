@@ -7,7 +7,7 @@ from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from providers import registry
-from proxy import access_log, errors, metrics, model_facts, redact, tokens, tracing
+from proxy import access_log, errors, metrics, model_facts, redact, tokens, tracing, warm
 from proxy.access_log import RequestLog
 from proxy.config import Config
 from proxy.log.costs import usage_cost
@@ -45,6 +45,7 @@ class Gateway:
                              config.max_stream_event_bytes)
         self.providers = {name: registry.build(spec, self.http)
                           for name, spec in config.providers.items()}
+        self.warmer = warm.start(self.providers, self.http)  # greenlets: start-up does not wait
         self.secrets = config.secrets()
         redact.protect(self.secrets)
         self.secret_bytes = tuple(s.encode() for s in redact.gateway_secrets())
@@ -77,6 +78,7 @@ class Gateway:
     def close(self) -> None:
         self.recorder.close()
         self.metrics.tick()
+        self.warmer.stop()
         self.http.close()
         if self.tracer is not None:
             self.tracer.shutdown()

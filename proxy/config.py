@@ -92,7 +92,7 @@ class Config:
 
 # per-provider retry and timeout settings a config-file table may carry
 _POLICY_KEYS = ("retries", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout",
-                "cooldown_after", "cooldown_seconds")
+                "cooldown_after", "cooldown_seconds", "warm_connections", "warm_idle_s")
 
 
 # [model_info.NAME] keys and the type each must have (bool is not an int here)

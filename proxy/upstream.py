@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 import gevent
 from gevent import monkey
+from gevent.ssl import SSLSocket as GeventSSLSocket
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPParseError
 
@@ -46,6 +48,7 @@ MAX_EVENT_BYTES = 8 * 1024 * 1024
 # large event would hold them all until its end
 LARGE_EVENT_BYTES = 256 * 1024
 _poll = monkey.get_original("select", "poll")  # a real poll(), not gevent's
+_TLS_SOCKETS = (ssl.SSLSocket, GeventSSLSocket)  # the same class once gevent has patched ssl
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,33 @@ def event_too_large(provider: str, limit: int) -> UpstreamError:
 def idle_and_open(sock) -> bool:
     """Whether a pooled keep-alive connection can carry the next request: open, and
     with nothing to read (readable while idle means the server closed it, or sent
-    something it should not have)."""
+    something it should not have), or under TLS nothing but TLS's own records."""
     try:
         if sock is None or sock.fileno() < 0:
             return False
         poller = _poll()
         poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
-        return not poller.poll(0)
+        return not poller.poll(0) or only_tls_records(sock)
     except (OSError, ValueError):
         return False
+
+
+def only_tls_records(sock) -> bool:
+    """Whether a readable TLS connection holds only records of TLS itself: the session
+    tickets a TLS 1.3 server sends after the handshake, still unread on a connection
+    that has carried no request yet (a warm one). A read that does not wait consumes
+    them and finds no data."""
+    if not isinstance(sock, _TLS_SOCKETS):
+        return False
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        sock.recv(1)  # data, or b"" for a closed connection: not reusable either way
+        return False
+    except ssl.SSLWantReadError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 def take_pooled(sock, first_byte: float) -> bool:
@@ -217,6 +238,11 @@ class HttpPool:
         client = self._client(parts.scheme, parts.hostname, parts.port, timeouts)
         path = parts.path or "/"
         return client, f"{path}?{parts.query}" if parts.query else path
+
+    def client_for(self, url: str, timeouts: Timeouts) -> HTTPClient:
+        """The pooled client requests to `url` with `timeouts` use (proxy/warm.py keeps
+        some of its connections open)."""
+        return self._target(url, timeouts)[0]
 
     def request(self, method: str, url: str, *, headers: dict, body: bytes = b"",
                 provider: str = "upstream", timeouts: Timeouts | None = None) -> UpstreamResponse:

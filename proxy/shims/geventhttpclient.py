@@ -2,8 +2,9 @@
 
 The relay cuts SSE events in the response parser's own body buffer and reads the
 socket itself (one search per read instead of the library's line-by-line reads),
-replaces the pool's check of an idle connection before reuse, and gives the pool
-its socket class. None of that is
+replaces the pool's check of an idle connection before reuse, gives the pool
+its socket class, and lets proxy/warm.py open connections ahead of requests and
+tend the pool's idle ones. None of that is
 public API, so it lives here, checked when this module is imported.
 """
 from __future__ import annotations
@@ -67,13 +68,27 @@ def install_reuse_check(client: HTTPClient, check: Callable[[object], bool]) -> 
     client._connection_pool._is_socket_alive = check
 
 
+def open_connection(client: HTTPClient):
+    """A new connection to the client's origin, made as the pool makes its own (socket
+    class, connect limit, TLS handshake done, first-byte limit set), not yet pooled."""
+    return client._connection_pool._create_socket()
+
+
+def idle_connections(client: HTTPClient):
+    """The pool's idle connections: a gevent LIFO queue (the one given back last is
+    taken first). The pool's limit counts connections in use, not these."""
+    return client._connection_pool._socket_queue
+
+
 def check() -> None:
     """Raise ShimMismatch naming every name above the installed version lacks. Names a
     constructor sets are looked for on a real instance."""
-    require(ConnectionPool, ("_is_socket_alive", "_create_tcp_socket"), LIBRARY)
+    require(ConnectionPool, ("_is_socket_alive", "_create_tcp_socket", "_create_socket"), LIBRARY)
     require(HTTPSocketPoolResponse, ("feed", "release"), LIBRARY)
     require(_probe_response(), ("_body_buffer", "_sock", "message_complete"), LIBRARY)
-    require(HTTPClient("127.0.0.1", 1), ("_connection_pool",), LIBRARY)  # connects to nothing
+    probe = HTTPClient("127.0.0.1", 1)  # connects to nothing
+    require(probe, ("_connection_pool",), LIBRARY)
+    require(probe._connection_pool, ("_socket_queue",), LIBRARY)
 
 
 def _probe_response() -> HTTPSocketPoolResponse:
