@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator, Mapping, Union
 
+from proxy.routing import latency
 from proxy.upstream import Timeouts
 
 # A warm connection idle this long is replaced: below the shortest idle limit common
@@ -179,6 +180,9 @@ class CompletionProvider:
         warm = spec.options.get("warm_connections")
         self.warm_connections = None if warm is None else max(0, int(warm or 0))
         self.warm_idle_s = float(spec.options.get("warm_idle_s") or WARM_IDLE_S)
+        #: seconds an attempt may wait for its first content token (None: no limit)
+        self.first_token_timeout = latency.seconds(spec.options.get("first_token_timeout"),
+                                                   f"providers.{spec.name}.first_token_timeout")
         if self.warm_idle_s <= 0:
             raise ValueError(f"provider {spec.name}: warm_idle_s must be positive")
 

@@ -8,13 +8,13 @@ from urllib.parse import quote
 import orjson
 
 from providers.base import Call
-from proxy import metrics, params
+from proxy import metrics, params, tokens
 from proxy.access_log import debug_body
-from proxy.errors import InvalidRequest
+from proxy.errors import GatewayError, InvalidRequest
 from proxy.policy import access
 from proxy.policy.keys import OPEN, presented_key
 from proxy.redact import MIN_SECRET_LENGTH
-from proxy.routing import attempts
+from proxy.routing import attempts, hedge
 from proxy.respond import Answer, reply_response
 from proxy.schema import validate
 
@@ -93,8 +93,9 @@ def caller_secret(principal, headers: Mapping[str, str]) -> tuple[bytes, ...]:
 class RecordTracker:
     """attempts.run's view of a request's RequestLog (and of its trace, when traced)."""
 
-    def __init__(self, gateway, record, call):
+    def __init__(self, gateway, record, call, principal):
         self.gateway, self.record, self.call = gateway, record, call
+        self.principal = principal or OPEN
 
     def routed(self, route) -> None:
         self.record.provider, self.record.model = route.provider.name, route.model
@@ -112,6 +113,36 @@ class RecordTracker:
             api_key_id=r.api_key_id, streamed=r.stream, client_request_id=r.client_request_id,
             trace_id=r.trace_id))
 
+    # -- a hedged race (proxy/routing/hedge.py) --------------------------------------
+    def admit_hedge(self, call) -> bool:
+        """Whether the caller's budget and rate limit admit one more upstream call (it
+        is counted when they do; its estimate is not settled, the winner's is)."""
+        try:
+            self.gateway.budgets.check(self.principal)
+            self.gateway.rate_gate.admit(self.principal, call, _Unsettled())
+        except GatewayError:
+            return False
+        return True
+
+    def hedge_lost(self, route, n: int) -> None:
+        r = self.record
+        self.gateway.recorder.record(hedge.loser_entry(
+            r.request_id, n, route, r, tokens.estimate_messages(r.messages or [])))
+
+    def chose(self, route, call=None) -> None:
+        """The route whose answer (or error) is the request's; `call`: the copy it was
+        sent as, whose usage capture becomes the record's (nothing is sent yet)."""
+        self.record.provider, self.record.model = route.provider.name, route.model
+        if call is not None and call is not self.call:
+            self.record.pieces = call.capture
+
+
+class _Unsettled:
+    """A hedge's admission: counted, never settled."""
+
+    def __init__(self):
+        self.on_finish: list = []
+
 
 def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str], record,
              principal, session_id: str | None = None) -> Answer:
@@ -125,7 +156,10 @@ def complete(gateway, body: dict, raw: bytes | None, headers: Mapping[str, str],
         debug_body("request body", record.request_id, raw, gateway.secrets)
     headers_out = gateway.rate_gate.admit(principal, call, record)
     gateway.recorder.started(record, routes[0])  # journaled: a row even if this process dies
-    reply, route = attempts.run(gateway, routes, call, RecordTracker(gateway, record, call))
+    policy = gateway.router.latency(call.model)
+    run = hedge.run if policy.hedged else attempts.run
+    reply, route, call = run(gateway, routes, call, RecordTracker(gateway, record, call, principal),
+                             policy)
     headers_out["x-gateway-provider"] = route.provider.name
     headers_out["x-gateway-model"] = header_value(route.model)
     return reply_response(reply, call, record, gateway.cost_of, headers_out)

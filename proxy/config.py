@@ -11,6 +11,7 @@ from typing import Mapping
 from providers import registry
 from providers.base import Preset, ProviderSpec
 from proxy import tracing
+from proxy.routing.latency import NO_POLICY, LatencyPolicy, policy_of
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class Config:
 
 # per-provider retry and timeout settings a config-file table may carry
 _POLICY_KEYS = ("retries", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout",
-                "cooldown_after", "cooldown_seconds", "warm_connections", "warm_idle_s")
+                "cooldown_after", "cooldown_seconds", "warm_connections", "warm_idle_s",
+                "first_token_timeout")
 
 
 # [model_info.NAME] keys and the type each must have (bool is not an int here)
@@ -207,6 +209,7 @@ class ModelEntry:
     and, on retryable failures, fallbacks (`provider/model` or model names)."""
     targets: tuple[Target, ...]
     fallbacks: tuple[str, ...] = ()
+    latency: LatencyPolicy = NO_POLICY
 
 
 def _entry(name: str, entry) -> ModelEntry:
@@ -217,7 +220,8 @@ def _entry(name: str, entry) -> ModelEntry:
                     for d in deployments)
     if any(t.weight <= 0 for t in targets):
         raise ValueError(f"model {name!r} in GATEWAY_CONFIG: weights must be positive")
-    return ModelEntry(targets, tuple(entry.get("fallbacks", ())))
+    return ModelEntry(targets, tuple(entry.get("fallbacks", ())),
+                      policy_of(entry, f"models.{name}"))
 
 
 def _model_table(providers: Mapping[str, ProviderSpec], table: Mapping) -> dict:

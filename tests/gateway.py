@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import sys
@@ -61,6 +62,23 @@ class Gateway:
             except requests.RequestException:
                 time.sleep(0.1)
         raise RuntimeError(f"gateway did not start: {self.logs()}")
+
+    def rows(self, request_id: str, count: int = 1, wait_s: float = 5.0) -> list[dict]:
+        """The log rows of a request and its attempts (`<id>.<n>`), ordered by id, once
+        there are `count` of them (the writer is off the request path) or after `wait_s`."""
+        deadline = time.time() + wait_s
+        while True:
+            conn = sqlite3.connect(self.db_path)
+            conn.row_factory = sqlite3.Row
+            try:
+                rows = [dict(r) for r in conn.execute(
+                    "SELECT * FROM completions WHERE request_id = ? OR request_id LIKE ? "
+                    "ORDER BY request_id", (request_id, request_id + ".%"))]
+            finally:
+                conn.close()
+            if len(rows) >= count or time.time() > deadline:
+                return rows
+            time.sleep(0.05)
 
     def logs(self) -> str:
         self._log.flush()

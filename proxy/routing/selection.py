@@ -14,6 +14,7 @@ from typing import Mapping
 from providers.base import CompletionProvider
 from proxy.errors import ModelNotFound
 from proxy.routing.breaker import Breaker
+from proxy.routing.latency import NO_POLICY, LatencyPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ class Router:
         for fallback in entry.fallbacks:
             routes.extend(r for r in self.plan(fallback) if r not in routes)
         return self._healthy_first(routes)
+
+    def latency(self, model: str) -> LatencyPolicy:
+        """The requested model's first-token deadline and hedging (GATEWAY_CONFIG)."""
+        return getattr(self.models.get(model), "latency", NO_POLICY)
 
     def _checked(self, provider: CompletionProvider, model: str) -> Route:
         model = provider.spec.aliases.get(model, model)

@@ -8,6 +8,7 @@ client that goes away mid-body is noticed (`disconnects`).
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -46,11 +47,26 @@ class _Pause(bytes):
         return obj
 
 
+def _closed_within(conn: socket.socket, seconds: float) -> bool:
+    """Sleep `seconds`, or until the client closes the connection (True)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([conn], [], [], left)[0]:
+            try:
+                if not conn.recv(1, socket.MSG_PEEK):
+                    return True
+            except OSError:
+                return True
+            time.sleep(min(left, 0.01))  # a pipelined request: nothing to do with this one
+    return False
+
+
 class FakeServer:
     def __init__(self, handle: Callable[[Request], Reply]):
         self.handle = handle
         self.requests: list[Request] = []
         self.disconnects = threading.Event()
+        self.disconnected = 0  # clients that went away mid-body
         self.completed = threading.Event()
         server = self
 
@@ -84,7 +100,8 @@ class FakeServer:
                 try:
                     for piece in reply.body:
                         if isinstance(piece, _Pause):
-                            time.sleep(piece.seconds)
+                            if _closed_within(self.connection, piece.seconds):
+                                raise ConnectionResetError("the client closed the connection")
                             continue
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                         self.wfile.flush()
@@ -92,6 +109,7 @@ class FakeServer:
                     self.wfile.flush()
                     server.completed.set()
                 except (BrokenPipeError, ConnectionResetError):
+                    server.disconnected += 1
                     server.disconnects.set()
                     self.close_connection = True
 
