@@ -28,10 +28,12 @@ PRESET = Preset(
 JSON_TOOL = "json_response"
 
 POLICY = tr.ParamPolicy(
-    ignored=("seed", "presence_penalty", "frequency_penalty", "logit_bias", "service_tier",
-             "store", "metadata", "prediction", "modalities", "verbosity", "web_search_options"),
-    rejected={"n": "one choice per request.", "logprobs": "no log probabilities.",
-              "top_logprobs": "no log probabilities.", "audio": "no audio output."})
+    translated=("model", "messages", "stream", "stream_options", "max_tokens",
+                "max_completion_tokens", "temperature", "top_p", "user", "stop", "tools",
+                "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort"),
+    ignored=(*tr.SERVICE_HINTS, "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+             "verbosity", "web_search_options"),
+    rejected={**tr.UNSERVABLE, **tr.LEGACY_FUNCTIONS})
 
 # OpenAI parameter -> (Anthropic parameter, conversion)
 PARAMS = {
@@ -128,7 +130,8 @@ def messages(openai_messages: list[dict]) -> list[dict]:
             raise errors.InvalidRequest(f"`{message['role']}` messages are not supported by "
                                         "anthropic; use `tool`.", param=f"messages[{i}].role")
         turns.append(TURNS[message["role"]](message, f"messages[{i}]"))
-    merged = tr.merge_turns(t for t in turns if t[1])
+    merged = tr.opened_by_user(tr.merge_turns(t for t in turns if t[1]),
+                               {"type": "text", "text": tr.OPENING_USER_TEXT})
     return [{"role": role, "content": blocks} for role, blocks in merged]
 
 
@@ -191,7 +194,7 @@ def _thinking(body: dict, out: dict) -> None:
 def build_request(body: dict, model: str, stream: bool,
                   default_max_tokens: int) -> tuple[dict, str | None]:
     """The Messages body for an OpenAI body, and the JSON tool's name if one is used."""
-    POLICY.check({**body, "n": None} if body.get("n") == 1 else body, "anthropic")
+    POLICY.check(body, "anthropic")
     system, _ = tr.split_system(body["messages"])
     out = {"model": model, "max_tokens": tr.max_output_tokens(body, default_max_tokens),
            "messages": messages(body["messages"])}

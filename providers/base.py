@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator, Mapping, Union
 
+import orjson
+
+from proxy.errors import InvalidRequest
 from proxy.routing import latency
 from proxy.upstream import Timeouts
 
@@ -123,9 +126,19 @@ class Call:
 
     def body_bytes(self) -> bytes:
         if self.raw is None:
-            import orjson
-            self.raw = orjson.dumps(self.body)
+            self.raw = encoded(self.body)
         return self.raw
+
+
+def encoded(body: dict) -> bytes:
+    """A request body the gateway changed, as JSON. orjson reads 1024 levels of
+    nesting but writes only 254: a body deeper than that is refused, not a 500."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise InvalidRequest("The request's JSON is nested more than 254 levels deep: too deep "
+                             "to forward once the gateway has changed it.",
+                             code="invalid_value") from None
 
 
 # ---- configuration a provider is built from -------------------------------
@@ -161,6 +174,10 @@ class ProviderSpec:
     aliases: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, str | None] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: top-level request fields never forwarded upstream (config `drop_params`), and
+    #: "openai" to forward only the fields OpenAI's spec defines (`forward_params`)
+    drop_params: tuple[str, ...] = ()
+    forward_params: str = "all"
 
 
 class CompletionProvider:
@@ -169,6 +186,9 @@ class CompletionProvider:
 
     type_name: ClassVar[str]
     presets: ClassVar[tuple[Preset, ...]] = ()
+    #: True when the client's request body is forwarded upstream (so `drop_params` and
+    #: `forward_params` apply); a translating provider reads only the fields it knows
+    relays_request: ClassVar[bool] = False
     def __init__(self, spec: ProviderSpec, http):
         self.spec = spec
         self.http = http

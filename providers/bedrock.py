@@ -25,18 +25,20 @@ from providers import aws
 from providers.base import (Call, Event, Finish, Preset, ReasoningDelta,
                             ResponseMeta, TextDelta, ToolCallDelta, Usage)
 from providers.registry import register
-from providers.translate import (SYSTEM_ROLES, ParamPolicy, json_schema, mapped,
-                                 max_output_tokens, merge_turns, only_functions, parse_data_url,
-                                 parts, split_system, stop_sequences, tool_arguments, tool_choice)
+from providers.translate import (LEGACY_FUNCTIONS, OPENING_USER_TEXT, SERVICE_HINTS,
+                                 SYSTEM_ROLES, UNSERVABLE, ParamPolicy, json_schema, mapped,
+                                 max_output_tokens, merge_turns, only_functions, opened_by_user,
+                                 parse_data_url, parts, split_system, stop_sequences,
+                                 tool_arguments, tool_choice)
 from proxy.errors import InvalidRequest
 
 POLICY = ParamPolicy(
-    ignored=("presence_penalty", "frequency_penalty", "seed", "user", "logit_bias", "metadata",
-             "parallel_tool_calls", "store", "service_tier", "reasoning_effort", "prediction",
-             "modalities"),
-    rejected={"logprobs": "Converse returns no log probabilities.",
-              "top_logprobs": "Converse returns no log probabilities.",
-              "audio": "Converse returns no audio."})
+    translated=("model", "messages", "stream", "stream_options", "max_tokens",
+                "max_completion_tokens", "temperature", "top_p", "stop", "tools", "tool_choice",
+                "response_format"),
+    ignored=(*SERVICE_HINTS, "presence_penalty", "frequency_penalty", "seed", "user", "logit_bias",
+             "parallel_tool_calls", "reasoning_effort", "verbosity", "web_search_options"),
+    rejected={**UNSERVABLE, **LEGACY_FUNCTIONS})
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
                 "model_context_window_exceeded": "length", "tool_use": "tool_calls",
@@ -132,7 +134,8 @@ def converse_messages(messages: list[dict]) -> list[dict]:
                                  "use tools and tool messages.", param=f"messages[{i}].role")
         target, convert = _ROLES[role]
         turns.append((target, convert(message, f"messages[{i}]")))
-    merged = merge_turns((role, blocks) for role, blocks in turns if blocks)
+    merged = opened_by_user(merge_turns((role, blocks) for role, blocks in turns if blocks),
+                            {"text": OPENING_USER_TEXT})
     return [{"role": role, "content": user_turn(blocks) if role == "user" else blocks}
             for role, blocks in merged]
 
@@ -184,9 +187,6 @@ def inference_config(body: dict) -> dict:
 def converse_request(call: Call) -> tuple[dict, Plan]:
     body = call.body
     POLICY.check(body, "bedrock")
-    if (body.get("n") or 1) > 1:
-        raise InvalidRequest("`n` > 1 is not supported by bedrock: Converse returns one choice.",
-                             param="n", code="unsupported_parameter")
     system, _ = split_system(body["messages"])
     messages = converse_messages(body["messages"])
     config, plan = tool_config(body, messages)

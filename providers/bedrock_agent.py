@@ -26,7 +26,7 @@ from providers.base import (Call, Event, Finish, Preset, ResponseMeta,
                             TextDelta, Usage)
 from providers.echo import last_user_text, words
 from providers.registry import register
-from providers.translate import ParamPolicy, split_system, text_of
+from providers.translate import SERVICE_HINTS, UNSERVABLE, ParamPolicy, split_system, text_of
 from proxy import tokens
 from proxy.errors import GatewayError, InvalidRequest
 from proxy.redact import scrub
@@ -36,13 +36,12 @@ log = logging.getLogger("switchboard.bedrock_agent")
 SESSION_ID = re.compile(r"[0-9a-zA-Z._:-]{2,100}")
 # the agent has its own instructions, model, tools and inference settings
 POLICY = ParamPolicy(
-    ignored=("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools",
-             "tool_choice", "parallel_tool_calls", "response_format", "presence_penalty",
-             "frequency_penalty", "seed", "user", "logit_bias", "metadata", "store",
-             "service_tier", "reasoning_effort"),
-    rejected={"logprobs": "agents return no log probabilities.",
-              "top_logprobs": "agents return no log probabilities.",
-              "audio": "agents return no audio."})
+    translated=("model", "messages", "stream", "stream_options", "user"),
+    ignored=(*SERVICE_HINTS, "temperature", "top_p", "max_tokens", "max_completion_tokens",
+             "stop", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+             "functions", "function_call", "presence_penalty", "frequency_penalty", "seed",
+             "logit_bias", "reasoning_effort", "verbosity", "web_search_options"),
+    rejected=UNSERVABLE)
 
 
 def derived_session(body: dict) -> str:
@@ -134,9 +133,6 @@ class BedrockAgentProvider(aws.BotoProvider):
 
     def request(self, call: Call) -> dict:
         POLICY.check(call.body, self.name)
-        if (call.body.get("n") or 1) > 1:
-            raise InvalidRequest("`n` > 1 is not supported by bedrock-agent.", param="n",
-                                 code="unsupported_parameter")
         text = last_user_text(call.body["messages"])
         if not text.strip():
             raise InvalidRequest("bedrock-agent needs a user message with text.", param="messages")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from providers.base import Call, CompletionProvider, Preset, Relay
 from providers.registry import register
-from proxy import relay_check, stream_usage
+from proxy import forwarding, relay_check, stream_usage
 from proxy.errors import openai_error_fields, relayed_from_upstream
 from proxy.redact import scrub
 from proxy.relay_headers import forwarded
@@ -37,6 +37,12 @@ PRESETS = (
 class OpenAICompatible(CompletionProvider):
     type_name = "openai"
     presets = PRESETS
+    relays_request = True
+
+    def __init__(self, spec, http):
+        super().__init__(spec, http)
+        #: the upstream body of a call: the client's bytes unless fields are removed
+        self.request_body = forwarding.writer(spec.drop_params, spec.forward_params)
 
     def url(self, call: Call) -> str:
         return self.spec.base_url.rstrip("/") + "/chat/completions"
@@ -53,7 +59,8 @@ class OpenAICompatible(CompletionProvider):
         if call.trace_headers:
             headers.update(call.trace_headers)
         resp = self.http.request("POST", self.url(call), headers=headers,
-                                 body=call.body_bytes(), provider=self.name, timeouts=self.timeouts)
+                                 body=self.request_body(call), provider=self.name,
+                                 timeouts=self.timeouts)
         if resp.status >= 400:
             raise self.error(resp.status, resp.read(), resp.headers())
         content_type = resp.header("content-type", "application/json")

@@ -48,6 +48,20 @@ def merge_turns(turns: Iterable[tuple[str, list]]) -> list[tuple[str, list]]:
     return merged
 
 
+# Anthropic and Bedrock refuse a conversation that opens with the assistant, which is
+# how a phone call opens (Vapi sends the greeting the assistant spoke first): a
+# placeholder user turn goes before it, as LiveKit's Anthropic and Bedrock formats do
+OPENING_USER_TEXT = "(empty)"
+
+
+def opened_by_user(turns: list[tuple[str, list]], opening: dict) -> list[tuple[str, list]]:
+    """Merged turns, with a user turn of the `opening` block first when they begin
+    with the assistant's."""
+    if turns and turns[0][0] == "assistant":
+        return [("user", [opening]), *turns]
+    return turns
+
+
 def only_functions(items, where: str, provider: str) -> list[dict]:
     """Tools or tool calls, all of type `function` (a call may leave its type out);
     any other type (`custom`) is a 400 naming it: the provider cannot express it."""
@@ -130,14 +144,32 @@ def mapped(table: Mapping[str, str], value, default: str) -> str:
 
 
 # a parameter sent with OpenAI's default value asks for nothing unsupported
-_OPENAI_DEFAULTS = {"n": 1, "logprobs": False, "top_logprobs": 0, "parallel_tool_calls": True}
+_OPENAI_DEFAULTS = {"n": 1, "logprobs": False, "top_logprobs": 0, "parallel_tool_calls": True,
+                    "modalities": ["text"]}
+
+# OpenAI parameters that tune how OpenAI serves, caches, bills or keeps a request (voice
+# platforms send them: Pipecat `service_tier`, LiveKit `safety_identifier`...): a
+# translated provider ignores them, and the answer means the same
+SERVICE_HINTS = ("service_tier", "store", "metadata", "prediction", "safety_identifier",
+                 "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options")
+# OpenAI parameters asking for what no translated provider gives: a 400 naming them
+UNSERVABLE = {"n": "one choice per request.", "logprobs": "no log probabilities.",
+              "top_logprobs": "no log probabilities.", "audio": "no audio output.",
+              "modalities": "text output only.",
+              "moderation": "no moderation of the input or the answer."}
+LEGACY_FUNCTIONS = {"functions": "deprecated by OpenAI: send `tools`.",
+                    "function_call": "deprecated by OpenAI: send `tool_choice`."}
 
 
 class ParamPolicy:
-    """A provider's declared handling of OpenAI parameters it cannot honour:
-    `ignored` are dropped silently, `rejected` get a 400 naming the parameter."""
+    """A provider's declared handling of every OpenAI parameter: `translated` ones
+    are mapped, `ignored` ones dropped silently, `rejected` ones a 400 naming the
+    parameter (unless sent with OpenAI's default value). Fields OpenAI does not
+    define are ignored by construction: a translator reads only what it knows."""
 
-    def __init__(self, ignored: Iterable[str] = (), rejected: Mapping[str, str] | None = None):
+    def __init__(self, translated: Iterable[str] = (), ignored: Iterable[str] = (),
+                 rejected: Mapping[str, str] | None = None):
+        self.translated = frozenset(translated)
         self.ignored = frozenset(ignored)
         self.rejected = dict(rejected or {})
 

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from providers import registry
 from providers.base import Preset, ProviderSpec
-from proxy import tracing
+from proxy import forwarding, tracing
 from proxy.routing.latency import NO_POLICY, LatencyPolicy, policy_of
 
 
@@ -168,6 +168,7 @@ def _from_preset(type_name: str, preset: Preset, env: Mapping, table: Mapping) -
         aliases=MappingProxyType(dict(table.get("aliases", {}))),
         options=MappingProxyType(options),
         headers=MappingProxyType({**preset.headers, **table.get("headers", {})}),
+        **forwarding.settings(preset.name, table, registry.types()[type_name].relays_request),
     )
 
 

@@ -231,6 +231,8 @@ def invalid(body: dict) -> str | None:
         if not content or any(b.get("type") == "text" and not b.get("text")
                               for b in (content if isinstance(content, list) else ())):
             return f"messages.{i}: all messages must have non-empty content"
+    if body["messages"] and body["messages"][0]["role"] != "user":
+        return 'messages: first message must use the "user" role'
     if (body.get("temperature") or 0) > 1:
         return "temperature: Input should be less than or equal to 1"
     budget = (body.get("thinking") or {}).get("budget_tokens")

@@ -239,6 +239,10 @@ def handle(req: Request) -> Reply:
         with IN_FLIGHT_LOCK:
             IN_FLIGHT["now"] -= 1
     body = req.json()
+    if body["messages"] and body["messages"][0]["role"] != "user":
+        return error_reply(400, "ValidationException",
+                           "A conversation must start with a user message. Try again with a "
+                           "conversation that starts with a user message.")
     if operation == "converse":
         return Reply(200, JSON, converse(model, body))
     return Reply(200, STREAM, iter(converse_stream(model, body)))
