@@ -56,6 +56,21 @@ def give_back(raw: HTTPSocketPoolResponse) -> None:
     raw.release()
 
 
+def send_request(client: HTTPClient, request: bytes, method: str) -> HTTPSocketPoolResponse:
+    """`client.request` for a request whose bytes the caller built (head and body,
+    sent in one write on a pooled connection): the response with its head read. As
+    in the library, a connection that fails is closed, and nothing is sent twice."""
+    pool = client._connection_pool
+    sock = pool.get_socket()
+    try:
+        sock.sendall(request)
+    except BaseException:
+        pool.release_socket(sock)
+        raise
+    return HTTPSocketPoolResponse(sock, pool, block_size=client.block_size, method=method,
+                                  headers_type=client.headers_type)
+
+
 def install_socket_class(client: HTTPClient, socket_class: type) -> None:
     """New connections of the client's pool are `socket_class(family, type, proto)`
     (the pool's documented socket factory hook)."""
@@ -88,7 +103,8 @@ def check() -> None:
     require(_probe_response(), ("_body_buffer", "_sock", "message_complete"), LIBRARY)
     probe = HTTPClient("127.0.0.1", 1)  # connects to nothing
     require(probe, ("_connection_pool",), LIBRARY)
-    require(probe._connection_pool, ("_socket_queue",), LIBRARY)
+    require(probe._connection_pool, ("_socket_queue", "get_socket", "release_socket"), LIBRARY)
+    require(probe, ("block_size", "headers_type", "default_headers"), LIBRARY)
 
 
 def _probe_response() -> HTTPSocketPoolResponse:
