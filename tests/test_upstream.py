@@ -236,3 +236,32 @@ def test_upstream_reaches_geventhttpclient_internals_only_through_the_shim():
                       and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
                       and not node.attr.startswith("__")})
     assert reached == []
+
+
+# -- the request head, built once per URL (upstream.Target) ----------------------------
+def _target(url="http://127.0.0.1:9/v1/chat/completions"):
+    pool = HttpPool()
+    return pool._target("POST", url, pool.timeouts)
+
+
+def test_a_request_is_its_start_the_callers_fields_the_length_and_the_body():
+    request = _target().request({"Content-Type": "application/json", "Authorization": "Bearer k"},
+                                b'{"a":1}')
+    head, body = request.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions HTTP/1.1" and lines[1] == b"Host: 127.0.0.1:9"
+    assert b"Accept-Encoding: identity" in lines and b"Authorization: Bearer k" in lines
+    assert lines[-1] == b"Content-Length: 7" and body == b'{"a":1}'
+
+
+@pytest.mark.parametrize("headers", [{"X-A": "1\r\nX-Injected: 2"}, {"X-A": "1\nX: 2"},
+                                     {"X-A": "a\x00b"}, {"X A": "1"}, {"X-A\r\nB": "1"}])
+def test_no_header_field_can_add_another_or_smuggle_a_control(headers):
+    with pytest.raises(ValueError):
+        _target().request(headers, b"")
+
+
+@pytest.mark.parametrize("path", ["/v1/a b", "/v1/\r\nX: 1", "//evil/path"])
+def test_a_path_that_is_not_origin_form_is_refused(path):
+    with pytest.raises(ValueError):
+        _target(f"http://127.0.0.1:9{path}")
