@@ -189,8 +189,9 @@ class Handler(PyWSGIHandler):
             self.provided_date = True
             self.response_headers.append((b"Date", http_date()))
         self.finalize_headers()
-        head = b"HTTP/1.1 %s\r\n%s\r\n" % (
-            self.status, b"".join(b"%s: %s\r\n" % field for field in self.response_headers))
+        fields = b"\r\n".join(map(b": ".join, self.response_headers))  # no Python loop
+        head = b"HTTP/1.1 %s\r\n%s\r\n\r\n" % (self.status, fields) if fields else \
+            b"HTTP/1.1 %s\r\n\r\n" % self.status
         if not data or len(data) > ONE_WRITE_MAX:
             self._sendall(head)
             self._write(data)
