@@ -124,10 +124,23 @@ class RecordTracker:
             return False
         return True
 
-    def hedge_lost(self, route, n: int) -> None:
+    def race_started(self, route, call):
+        """A raced attempt's span (None when not traced): its context goes upstream."""
+        trace = self.record.trace
+        return trace.race_attempt(route, call) if trace is not None else None
+
+    def race_failed(self, span, error) -> None:
+        if span is not None:
+            self.record.trace.race_lost(span, error.code or error.type, error.status,
+                                        error.message)
+
+    def hedge_lost(self, route, n: int, span=None) -> None:
         r = self.record
         self.gateway.recorder.record(hedge.loser_entry(
             r.request_id, n, route, r, tokens.estimate_messages(r.messages or [])))
+        if span is not None:
+            r.trace.race_lost(span, hedge.HEDGE_LOST, hedge.HEDGE_LOST_STATUS,
+                              "another attempt's first token came first")
 
     def chose(self, route, call=None) -> None:
         """The route whose answer (or error) is the request's; `call`: the copy it was
@@ -135,6 +148,10 @@ class RecordTracker:
         self.record.provider, self.record.model = route.provider.name, route.model
         if call is not None and call is not self.call:
             self.record.pieces = call.capture
+
+    def race_won(self, span) -> None:
+        if span is not None:
+            self.record.trace.race_won(span)
 
 
 class _Unsettled:

@@ -240,8 +240,17 @@ class Tracker:
     def admit_hedge(self, call):
         return self.admit
 
-    def hedge_lost(self, route, n):
+    def hedge_lost(self, route, n, span=None):
         self.lost.append((route.provider.name, n))
+
+    def race_started(self, route, call):
+        return None
+
+    def race_failed(self, span, error):
+        pass
+
+    def race_won(self, span):
+        pass
 
     def failed(self, route, error, n):
         self.failures.append((route.provider.name, n, error.status))

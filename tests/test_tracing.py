@@ -13,7 +13,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes import flaky_upstream, otlp_receiver
+from tests.fakes import flaky_upstream, openai_upstream, otlp_receiver
+from tests.fakes.paced_upstream import PacedUpstream
 from tests.fakes.otlp_receiver import tree
 from tests.gateway import ROOT, free_port
 from tests.log import poll_rows
@@ -27,6 +28,17 @@ type = "openai"
 base_url = "{flaky}/v1"
 retries = 2
 cooldown_after = 1000
+
+[providers.slowpoke]
+type = "openai"
+base_url = "{slowpoke}/v1"
+retries = 0
+
+[models."raced"]
+provider = "slowpoke"
+model = "gpt-4o-mini"
+fallbacks = ["openai/gpt-4o-mini"]
+hedge_after_ms = 100
 """
 
 
@@ -51,10 +63,17 @@ def flaky():
 
 
 @pytest.fixture(scope="module")
-def gw(receiver, flaky, openai_fake, tmp_path_factory):
+def slowpoke():
+    server = PacedUpstream(openai_upstream.handle)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def gw(receiver, flaky, slowpoke, openai_fake, tmp_path_factory):
     from tests.gateway import Gateway
     tmp = tmp_path_factory.mktemp("tracing")
-    (tmp / "gateway.toml").write_text(CONFIG.format(flaky=flaky.server.url))
+    (tmp / "gateway.toml").write_text(CONFIG.format(flaky=flaky.server.url, slowpoke=slowpoke.url))
     gateway = Gateway(traced_env(receiver.url, openai_fake,
                                  GATEWAY_CONFIG=str(tmp / "gateway.toml"))).start(tmp)
     yield gateway
@@ -122,6 +141,21 @@ def test_a_streamed_call_is_a_server_span_with_its_attempt(gw, receiver, openai_
     version, trace, parent, flags = seen.headers["traceparent"].split("-")
     assert (version, trace, parent) == ("00", trace_id, attempt.span_id)
     assert int(flags, 16) & 1  # sampled
+
+
+def test_a_hedged_call_has_a_span_per_raced_attempt(gw, receiver, slowpoke):
+    slowpoke.pace(3.0)
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="raced", messages=HI,
+                                                          stream=True)
+    trace_id = raw.headers["x-trace-id"]
+    assert list(raw.parse())
+    root = tree(receiver.trace(trace_id, 3))
+    raced = {span.attributes["gen_ai.provider.name"]: span for span in root.children}
+    assert set(raced) == {"slowpoke", "openai"}
+    lost, won = raced["slowpoke"], raced["openai"]
+    assert lost.status == "ERROR" and lost.attributes["error.type"] == "hedge_lost"
+    assert won.status == "UNSET" and won.start_ns > lost.start_ns
+    assert root.attributes["gen_ai.provider.name"] == "openai" and root.status == "UNSET"
 
 
 def test_the_trace_id_is_in_the_header_the_row_and_the_access_line(gw):

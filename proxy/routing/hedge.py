@@ -46,6 +46,7 @@ class Attempt:
     call: object
     greenlet: gevent.Greenlet | None = None
     reply: object = None
+    span: object = None  # its tracing span, when traced
 
 
 class Race:
@@ -65,7 +66,7 @@ class Race:
         route = self.order[self.started]
         call = dataclasses.replace(self.call, body=dict(self.call.body), capture=[])
         attempts.target(call, route)
-        attempt = Attempt(self.started, route, call)
+        attempt = Attempt(self.started, route, call, span=self.tracker.race_started(route, call))
         self.started += 1
         self.alive[attempt.n] = attempt
         attempt.greenlet = gevent.spawn(self._try, attempt)
@@ -120,6 +121,7 @@ class Race:
 
     def _failed(self, attempt: Attempt, error: GatewayError) -> None:
         self.failures.append((attempt, error))
+        self.tracker.race_failed(attempt.span, error)
         if attempts.retryable(error):
             self.gateway.router.breaker.failure(attempt.route.provider.name)
 
@@ -149,17 +151,18 @@ class Race:
         self.gateway.router.breaker.success(winner.route.provider.name)
         for loser in self.alive.values():
             loser.greenlet.kill(block=False)
-            self.tracker.hedge_lost(loser.route, loser.n + 1)
+            self.tracker.hedge_lost(loser.route, loser.n + 1, loser.span)
         if self.unanswered is not None and self.unanswered is not winner:
             self._discard(self.unanswered)
         self._log_failures()
         self.tracker.chose(winner.route, winner.call)
+        self.tracker.race_won(winner.span)
         return winner.reply, winner.route, winner.call
 
     def _discard(self, attempt: Attempt) -> None:
         """An answer without content that another beat: closed, logged like a loser."""
         attempts.close_reply(attempt.reply)
-        self.tracker.hedge_lost(attempt.route, attempt.n + 1)
+        self.tracker.hedge_lost(attempt.route, attempt.n + 1, attempt.span)
 
     def _log_failures(self) -> None:
         for attempt, error in self.failures:

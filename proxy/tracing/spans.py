@@ -104,12 +104,25 @@ class Trace:
 
     def attempt_failed(self, error) -> None:
         span, self.attempt_span = self.attempt_span, None
-        if span is None:
-            return
-        kind = attrs.bounded(error.code or error.type) or str(error.status)
-        span.set_attributes({"error.type": kind, "http.response.status_code": error.status})
-        span.set_status(Status(StatusCode.ERROR, attrs.bounded(error.message)))
-        span.end()
+        if span is not None:
+            _failed(span, attrs.bounded(error.code or error.type) or str(error.status),
+                    error.status, error.message)
+
+    # -- attempts raced in parallel (proxy/routing/hedge.py) -----------------------
+    def race_attempt(self, route, call):
+        """A raced attempt's span, started as `attempt` starts one, and returned: several
+        are open at once, and the winner's becomes the request's attempt span."""
+        current = self.attempt_span
+        self.attempt(route, call)
+        span, self.attempt_span = self.attempt_span, current
+        return span
+
+    def race_won(self, span) -> None:
+        self.attempt_span = span
+
+    @staticmethod
+    def race_lost(span, kind: str, status: int, message: str) -> None:
+        _failed(span, attrs.bounded(kind), status, message)
 
     # -- the end of the request (RequestLog.finish) ------------------------------
     def end(self, record) -> None:
@@ -162,3 +175,9 @@ class Trace:
             found.update(attrs.content(record.messages, record.pieces, record.stream,
                                        answer.get("gen_ai.response.finish_reasons")))
         return {k: v for k, v in found.items() if v is not None}
+
+
+def _failed(span, kind: str, status: int, message: str) -> None:
+    span.set_attributes({"error.type": kind, "http.response.status_code": status})
+    span.set_status(Status(StatusCode.ERROR, attrs.bounded(message)))
+    span.end()
