@@ -6,6 +6,14 @@ POST /v1/chat/completions answers OpenAI's JSON body at once, or for
 `data: [DONE]`. Anything else is a 404. No delays: the point is to cost as little
 as possible so that the thing in front of it is what gets measured.
 
+A stream whose body begins `{"bench_pace": [FIRST_MS, GAP_MS], ...` (bench/load.py
+--pace; a gateway forwards the unknown field unchanged) is paced like a model: the
+head, the role chunk and the first content chunk FIRST_MS after the request, then
+each following event GAP_MS after the one before, on a schedule fixed from the
+request's arrival (a late timer does not push the rest back). Each paced chunk's
+`obfuscation` field carries the CLOCK_MONOTONIC nanoseconds at which it was
+written, so a client on the same machine can time each event's trip.
+
     python bench/fake_upstream.py --port 9100
 """
 from __future__ import annotations
@@ -14,8 +22,13 @@ import argparse
 import asyncio
 import json
 import re
+import time
 
 STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
+# looked for only in the body's first bytes: the field comes first (bench/load.py)
+PACE = re.compile(rb'\{\s*"bench_pace"\s*:\s*\[\s*(\d{1,5})\s*,\s*(\d{1,5})\s*\]')
+PACE_WINDOW = 64
+STAMP = b"0" * 20  # CLOCK_MONOTONIC ns, written into a paced chunk as it goes out
 CHUNK_ID = "chatcmpl-CugAuE9ctOkFjqIbmxWZpxeNX7gWt"
 WORDS = ("Why did the scarecrow win an award? Because he was outstanding in his field! "
          "Want to hear another one about farms or fields?").split(" ")
@@ -43,21 +56,22 @@ STREAM_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
-def _chunk(delta: dict, finish=None, usage=None, choices=True) -> dict:
+def _chunk(delta: dict, finish=None, usage=None, choices=True, obfuscation="SVnFynat2") -> dict:
     return {"id": CHUNK_ID, "object": "chat.completion.chunk", "created": 1767624524,
             "model": "gpt-4o-mini-2024-07-18", "service_tier": "default",
             "system_fingerprint": "fp_29330a9688",
             "choices": [{"index": 0, "delta": delta, "logprobs": None,
                          "finish_reason": finish}] if choices else [],
-            "usage": usage, "obfuscation": "SVnFynat2"}
+            "usage": usage, "obfuscation": obfuscation}
 
 
-def _events() -> list[bytes]:
-    objs = [_chunk({"role": "assistant", "content": "", "refusal": None})]
-    objs += [_chunk({"content": (" " if i else "") + w}) for i, w in enumerate(WORDS[:20])]
-    objs.append(_chunk({}, finish="stop"))
-    objs.append(_chunk({}, usage={"prompt_tokens": 129, "completion_tokens": 21,
-                                  "total_tokens": 150}, choices=False))
+def _events(obfuscation: str = "SVnFynat2") -> list[bytes]:
+    chunk = lambda *a, **kw: _chunk(*a, **kw, obfuscation=obfuscation)
+    objs = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    objs += [chunk({"content": (" " if i else "") + w}) for i, w in enumerate(WORDS[:20])]
+    objs.append(chunk({}, finish="stop"))
+    objs.append(chunk({}, usage={"prompt_tokens": 129, "completion_tokens": 21,
+                                 "total_tokens": 150}, choices=False))
     events = [b"data: " + json.dumps(o, separators=(",", ":")).encode() + b"\n\n" for o in objs]
     events.append(b"data: [DONE]\n\n")
     # HTTP/1.1 chunked framing, done once; the terminating zero chunk rides the last write
@@ -67,6 +81,20 @@ def _events() -> list[bytes]:
 
 
 STREAM_EVENTS = _events()  # 24 events
+PACED_EVENTS = _events(STAMP.decode())  # the same, each with room for its send time
+
+
+def stamped(event: bytes) -> bytes:
+    return event.replace(STAMP, b"%020d" % time.monotonic_ns(), 1)
+
+
+def pace_schedule(first_ms: int, gap_ms: int) -> list[tuple[float, list[bytes]]]:
+    """(seconds after the request, what is written then): the head with the role and
+    first content chunks, then one event per gap."""
+    first = [STREAM_HEAD, PACED_EVENTS[0], PACED_EVENTS[1]]
+    return [(first_ms / 1000, first)] + [
+        ((first_ms + gap_ms * n) / 1000, [event])
+        for n, event in enumerate(PACED_EVENTS[2:], 1)]
 
 
 class Upstream(asyncio.Protocol):
@@ -101,6 +129,9 @@ class Upstream(asyncio.Protocol):
         if not req.startswith(b"POST ") or b"/chat/completions " not in req[:200]:
             write(NOT_FOUND)
         elif STREAM_FLAG.search(req, self.head_end):
+            pace = PACE.match(req, self.head_end, self.head_end + PACE_WINDOW)
+            if pace:
+                return self.paced(int(pace[1]), int(pace[2]))
             write(STREAM_HEAD)
             for event in STREAM_EVENTS:
                 write(event)
@@ -108,6 +139,22 @@ class Upstream(asyncio.Protocol):
             write(JSON_RESPONSE)
         if not self.keep:
             self.transport.close()
+
+    def paced(self, first_ms: int, gap_ms: int) -> None:
+        """The stream on a timer schedule (the client sends its next request on this
+        connection only once this one has ended)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        schedule = pace_schedule(first_ms, gap_ms)
+        for at, pieces in schedule:
+            loop.call_at(start + at, self.write_stamped, pieces)
+        if not self.keep:
+            loop.call_at(start + schedule[-1][0], self.transport.close)
+
+    def write_stamped(self, pieces: list[bytes]) -> None:
+        if not self.transport.is_closing():
+            for piece in pieces:
+                self.transport.write(stamped(piece))
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import report
 
@@ -32,14 +33,34 @@ LITELLM_VENV = BENCH / ".venv-litellm"
 LITELLM_PIN = "litellm[proxy]==1.106.12"  # newer releases need extras not on PyPI
 GATEWAY_CPU, LOAD_CPU = "0", "1"
 OTHER_CPU_OK = 15  # % of a core taken by other jobs below which a latency run is kept
-SMALL_RATE, LARGE_RATE = 200, 50
-# (name, load.py mode, stream, large prompt, rate)
-SCENARIOS = [("json_max", "throughput", False, False, None),
-             ("stream_max", "throughput", True, False, None),
-             ("json_200", "latency", False, False, SMALL_RATE),
-             ("stream_200", "latency", True, False, SMALL_RATE),
-             ("large_json_50", "latency", False, True, LARGE_RATE),
-             ("large_stream_50", "latency", True, True, LARGE_RATE)]
+SMALL_RATE, LARGE_RATE, LOW_RATE = 200, 50, 20
+PACE = (200, 20)  # a model's pace: first token after 200 ms, then a chunk every 20 ms
+# an open-loop run lasts long enough for this many requests (at 20/s: 30 s, not 15)
+MIN_SAMPLES = 600
+
+
+class Scenario(NamedTuple):
+    name: str
+    mode: str  # load.py's: throughput (closed loop, 64 conns), latency (open loop), serial
+    stream: bool = False
+    large: bool = False  # a 400 KB prompt
+    rate: float | None = None  # open loop: requests/s
+    pace: tuple[int, int] | None = None  # the fake paces the stream (first ms, gap ms)
+
+
+SCENARIOS = [Scenario("json_max", "throughput"),
+             Scenario("stream_max", "throughput", stream=True),
+             Scenario("json_200", "latency", rate=SMALL_RATE),
+             Scenario("stream_200", "latency", stream=True, rate=SMALL_RATE),
+             Scenario("large_json_50", "latency", large=True, rate=LARGE_RATE),
+             Scenario("large_stream_50", "latency", stream=True, large=True, rate=LARGE_RATE),
+             # the low-rate case (a voice agent's traffic): the worker idles between calls
+             Scenario("json_20", "latency", rate=LOW_RATE),
+             Scenario("stream_20", "latency", stream=True, rate=LOW_RATE),
+             Scenario("json_c1", "serial"),
+             Scenario("stream_c1", "serial", stream=True),
+             Scenario("paced_stream_20", "latency", stream=True, rate=LOW_RATE, pace=PACE)]
+NAMES = [s.name for s in SCENARIOS]
 _SCRUBBED = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROVIDER_NAME", "GATEWAY_CONFIG",
              "SWITCHBOARD_PLUGINS", "LOG_LEVEL", "WEB_CONCURRENCY", "PORT", "HOST", "DATABASE_URL",
              "GATEWAY_MASTER_KEY", "GUNICORN_CMD_ARGS")
@@ -177,17 +198,24 @@ def cpu_ticks(roots: list[int]) -> int:
     return total
 
 
+def load_args(mode: str, rate, dur: dict, pace=None) -> list[str]:
+    """load.py's options for one run after the mode and URL."""
+    if mode == "throughput":
+        return ["--conns", str(dur["conns"]), "--duration", str(dur["throughput"])]
+    seconds = dur["latency"]
+    if mode == "latency":
+        seconds = max(seconds, dur.get("samples", 0) / rate)
+    args = ["--duration", f"{seconds:g}", "--warmup", str(dur["warmup"])]
+    args += ["--rate", str(rate)] if mode == "latency" else []
+    return args + (["--pace", "%d,%d" % tuple(pace)] if pace else [])
+
+
 def run_load(py: str, url: str, mode: str, stream: bool, large: bool, rate, dur: dict,
-             ours: list[int] = ()) -> dict:
+             ours: list[int] = (), pace=None) -> dict:
     """One load.py run, with per-core busy % and the CPU taken by anything but the
     bench's own processes (other jobs on a shared machine, some kernel work)."""
     cmd = ["taskset", "-c", LOAD_CPU, py, str(BENCH / "load.py"), mode, url,
-           "--conns", str(dur["conns"])]
-    if mode == "throughput":
-        cmd += ["--duration", str(dur["throughput"])]
-    else:
-        cmd += ["--rate", str(rate), "--duration", str(dur["latency"]),
-                "--warmup", str(dur["warmup"])]
+           *load_args(mode, rate, dur, pace)]
     cmd += ["--stream"] * stream + ["--large"] * large
     target = list(ours[1:])
     before, mine0, kids0 = cpu_busy(), cpu_ticks(list(ours)), os.times()
@@ -198,11 +226,13 @@ def run_load(py: str, url: str, mode: str, stream: bool, large: bool, rate, dur:
     if out.returncode:
         return {"failed": out.stderr.strip()[-400:]}
     result = json.loads(out.stdout)
-    if target and result.get("requests"):
+    answered = result.get("requests") or result.get("ok")
+    if target and answered:
         # CPU the measured process spent per answered request: steadier than req/s
-        # on a shared machine, where other jobs take the core away
+        # on a shared machine, where other jobs take the core away (at a low rate it
+        # includes what the worker does while idle: timers, the log writer's polls)
         result["cpu_us_per_request"] = round(
-            (target1 - target0) / os.sysconf("SC_CLK_TCK") * 1e6 / result["requests"])
+            (target1 - target0) / os.sysconf("SC_CLK_TCK") * 1e6 / answered)
     wall = max(1, after[f"cpu{GATEWAY_CPU}"][1] - before[f"cpu{GATEWAY_CPU}"][1])
     result["cpu_busy_pct"] = {k: round(100 * (after[k][0] - before[k][0]) / wall) for k in after}
     tck = os.sysconf("SC_CLK_TCK")
@@ -229,14 +259,14 @@ def measure(name: str, py: str, url: str, dur: dict, ours: list[int]) -> dict:
     log(f"{name}: warm-up")
     run_load(py, url, "throughput", False, False, None, {**dur, "throughput": 1})
     results = {}
-    for scenario, mode, stream, large, rate in SCENARIOS:
+    for scenario, mode, stream, large, rate, pace in SCENARIOS:
         if dur["scenarios"] and scenario not in dur["scenarios"]:
             continue
         runs, wanted = [], dur["repeat"] if mode == "throughput" else 1
         while len(runs) < wanted + dur["retries"]:
             if dur["retries"]:
                 wait_quiet()
-            runs.append(run_load(py, url, mode, stream, large, rate, dur, ours))
+            runs.append(run_load(py, url, mode, stream, large, rate, dur, ours, pace))
             calm = [x for x in runs if x.get("other_cpu_pct", 0) <= OTHER_CPU_OK]
             if len(runs) >= wanted and calm:
                 break
@@ -248,7 +278,8 @@ def measure(name: str, py: str, url: str, dur: dict, ours: list[int]) -> dict:
         if mode == "throughput":
             r["runs_rps"] = [x.get("rps") for x in runs]
         results[scenario] = r
-        brief = r.get("rps") or (r.get("total_ms") or {}).get("p50") or r.get("failed")
+        brief = (r.get("rps") if mode == "throughput" else (r.get("total_ms") or {}).get("p50")) \
+            or r.get("failed")
         log(f"{name}: {scenario}: {brief} (other CPU {r.get('other_cpu_pct')}%)")
     if len(ours) > 1:
         results["rss"] = tree_rss(ours[1])
@@ -278,6 +309,12 @@ def gateway_cmd(workers: int, port: int, upstream: str, run_dir: Path,
                PROVIDER_NAME="openai", OPENAI_BASE_URL=upstream, OPENAI_API_KEY="sk-bench",
                DATABASE_URL=f"sqlite:///{run_dir / f'gw{workers}.db'}", **(extra or {}))
     return [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env
+
+
+def relay_cmd(py: str, port: int, upstream_port: int) -> list[str]:
+    """bench/tcp_relay.py: what any process between client and upstream pays here."""
+    return [py, str(BENCH / "tcp_relay.py"), "--port", str(port), "--upstream-port",
+            str(upstream_port)]
 
 
 def litellm_cmd(port: int, upstream: str, run_dir: Path) -> tuple[list[str], dict] | str:
@@ -332,13 +369,23 @@ def remove_logs(run_dir: Path) -> None:
         shutil.rmtree(db_file) if db_file.is_dir() else db_file.unlink()
 
 
+def scenario_names(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; known: {', '.join(NAMES)}")
+    return names
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few seconds per scenario")
-    ap.add_argument("--targets", default="direct,gw1,gw2,litellm")
+    ap.add_argument("--targets", default="direct,gw1,gw2,litellm",
+                    help="direct, gw1, gw2, litellm, or relay: bench/tcp_relay.py on core 0, "
+                         "what any process in the middle pays before doing any work")
     ap.add_argument("--conns", type=int, default=64, help="closed-loop connections")
-    ap.add_argument("--scenarios", help="a subset, e.g. json_max,stream_max (default: all: "
-                                        + ",".join(s[0] for s in SCENARIOS) + ")")
+    ap.add_argument("--scenarios", type=scenario_names,
+                    help="a subset, e.g. json_max,stream_max (default: all: " + ",".join(NAMES) + ")")
     ap.add_argument("--retries", type=int, default=2,
                     help="shared machine: wait for idle cores before each scenario and rerun "
                          "a latency scenario disturbed by other jobs up to N times (0: never)")
@@ -360,10 +407,10 @@ def main() -> None:
         return
     extra = dict(kv.split("=", 1) for kv in args.env)
     targets = args.targets.split(",")
-    dur = ({"throughput": 3, "latency": 3, "warmup": 0.5, "repeat": 1} if args.quick else
-           {"throughput": 10, "latency": 15, "warmup": 1, "repeat": 3}) | \
-        {"conns": args.conns, "retries": args.retries,
-         "scenarios": args.scenarios.split(",") if args.scenarios else []}
+    dur = ({"throughput": 3, "latency": 3, "warmup": 0.5, "repeat": 1, "samples": 0}
+           if args.quick else
+           {"throughput": 10, "latency": 15, "warmup": 1, "repeat": 3, "samples": MIN_SAMPLES}) | \
+        {"conns": args.conns, "retries": args.retries, "scenarios": args.scenarios or []}
     bench_lock()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = RESULTS / stamp
@@ -389,6 +436,9 @@ def main() -> None:
                         cmd, env = gateway_cmd(int(target[2:]), port, upstream, run_dir, extra)
                         proc = start(cmd, GATEWAY_CPU, run_dir / f"{target}.log", cwd=src,
                                      env=env)
+                    elif target == "relay":
+                        proc = start(relay_cmd(py, port, fake_port), GATEWAY_CPU,
+                                     run_dir / "relay.log")
                     else:
                         made = litellm_cmd(port, upstream, run_dir)
                         if isinstance(made, str):
