@@ -8,6 +8,7 @@ import pytest
 
 from providers import registry
 from proxy.config import Config
+from proxy.routing import first_token
 from proxy.upstream import HttpPool
 from tests.fakes import anthropic_upstream, openai_upstream
 from tests.fakes.paced_upstream import PacedUpstream
@@ -170,3 +171,23 @@ def test_a_bad_deadline_is_a_startup_error(tmp_path, value):
         with pytest.raises(ValueError, match="first_token_timeout"):
             config = Config.from_env({"GATEWAY_CONFIG": str(path)})
             registry.build(config.providers["x"], HttpPool())  # a provider reads its own
+
+
+@pytest.mark.parametrize("piece, token", [
+    (b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n', False),
+    (b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}\n\n', False),
+    (b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n', True),
+    (b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n', True),  # spaced JSON
+    (b'data: {"choices":[{"delta":{"reasoning_content":"hmm"}}]}\n\n', True),
+    (b'data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1"}]}}]}\n\n', True),
+    (b'data: {"choices":[{"delta":{"tool_calls":[]}}]}\n\n', False),
+    (b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n', False),
+    (b'data: {"choices":[],"usage":{"prompt_tokens":3}}\n\n', False),
+    # a field's name inside a string value is escaped: never taken for the field
+    (b'data: {"choices":[{"delta":{"role":"assistant","refusal":null}}],'
+     b'"x":"say \\"content\\":\\"no\\""}\n\n', False),
+    (b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+     b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n', True),
+])
+def test_what_counts_as_a_first_token(piece, token):
+    assert first_token.sse_has_content(piece) is token

@@ -7,12 +7,12 @@ past the deadline, nothing has reached the client, so the attempt is abandoned (
 connection closed) and another is tried, like any retryable failure."""
 from __future__ import annotations
 
-import orjson
+import re
+
 from gevent import Timeout
 
 from providers.base import ReasoningDelta, Relay, TextDelta, ToolCallDelta
 from proxy.errors import UpstreamTimeout
-from proxy.sse import parse_event, split_events
 
 CONTENT_FIELDS = ("content", "tool_calls", "function_call", "reasoning_content", "reasoning",
                   "refusal", "audio")
@@ -33,20 +33,17 @@ def _message_has_content(answer) -> bool:
                for c in choices or ())
 
 
+# a delta field holding a token: a non-empty string, or a tool call, function call or
+# audio object. Quotes inside JSON strings are escaped, so these patterns can only be
+# fields themselves, never text a string holds: one search, no parsing
+_TOKEN_FIELD = re.compile(
+    rb'"(?:content|reasoning_content|reasoning|refusal)"\s*:\s*"(?!")'
+    rb'|"(?:tool_calls|function_call|audio)"\s*:\s*[\[{]\s*[^\]\s}]')
+
+
 def sse_has_content(piece: bytes) -> bool:
     """Whether a relayed piece (one or more SSE events) carries a content token."""
-    for block in split_events(piece):
-        data = parse_event(block)[1]
-        if not data or data == b"[DONE]":
-            continue
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        choices = chunk.get("choices") if isinstance(chunk, dict) else None
-        if any(isinstance(c, dict) and _delta_has_content(c.get("delta")) for c in choices or ()):
-            return True
-    return False
+    return _TOKEN_FIELD.search(piece) is not None
 
 
 def event_has_content(event) -> bool:

@@ -1,8 +1,9 @@
 """Hedged requests: a model with `hedge_after_ms` races a second attempt against a
 first one whose first token is late.
 
-The first attempt starts as usual. When no content token has arrived after
-`hedge_after_ms`, the next route of the plan starts in parallel (the same route
+The first attempt runs in the request's own greenlet, as any call does, with a
+timer: a call whose first token is in time pays for nothing else. When no content
+token has arrived after `hedge_after_ms`, the next route of the plan starts in parallel (the same route
 again when it is the only one), and so on up to `max_hedges` extra attempts. The
 first attempt to produce a content token wins: its reply is the one streamed to
 the client, and every other attempt is cancelled at once (its greenlet killed,
@@ -11,7 +12,7 @@ estimated and priced. An error or an empty answer never wins while another
 attempt is alive; when none is, a failure starts the next route as a retry
 would, and the last word is the best answer seen or the last error.
 
-Each attempt sends its own copy of the call (its model, its usage capture), so
+Each hedge sends its own copy of the call (its model, its usage capture), so
 attempts to different routes never share a body; a hedge is started only when
 the key's budget and rate limit admit one more upstream call."""
 from __future__ import annotations
@@ -20,7 +21,7 @@ import dataclasses
 import time
 
 import gevent
-from gevent.queue import Empty, Queue
+from gevent.queue import Queue
 
 from proxy.errors import GatewayError
 from proxy.log.entry import Entry
@@ -60,52 +61,102 @@ class Race:
         self.over = False
         self.failures: list[tuple[Attempt, GatewayError]] = []
         self.unanswered: Attempt | None = None  # an empty answer or an error event, kept
+        self.first = None  # the request's greenlet while it runs the first attempt
+        self.timer = None
 
     # -- starting attempts ---------------------------------------------------------
-    def start(self) -> None:
+    def _next(self) -> Attempt:
         route = self.order[self.started]
-        call = dataclasses.replace(self.call, body=dict(self.call.body), capture=[])
+        call = self.call if not self.started else \
+            dataclasses.replace(self.call, body=dict(self.call.body), capture=[])
         attempts.target(call, route)
         attempt = Attempt(self.started, route, call, span=self.tracker.race_started(route, call))
         self.started += 1
         self.alive[attempt.n] = attempt
+        return attempt
+
+    def start(self) -> None:
+        attempt = self._next()
         attempt.greenlet = gevent.spawn(self._try, attempt)
 
-    def _try(self, attempt: Attempt) -> None:
+    def _outcome(self, attempt: Attempt):
+        """(attempt, reply, found, error) of one try, up to its first content token."""
         seconds = attempts.first_token_seconds(attempt.route, self.policy)
         try:
             reply, found = attempts.attempt(attempt.route, attempt.call, seconds, content=True)
         except GatewayError as exc:
-            self.results.put((attempt, None, False, exc))
-            return
+            return attempt, None, False, exc
+        return attempt, reply, found, None
+
+    def _try(self, attempt: Attempt) -> None:
+        outcome = self._outcome(attempt)
         if self.over:  # lost while its last read was finishing
-            attempts.close_reply(reply)
+            attempts.close_reply(outcome[1])
             return
-        self.results.put((attempt, reply, found, None))
+        self.results.put(outcome)
+        if outcome[2] and self.first is not None:  # a token while the first attempt waits
+            gevent.get_hub().loop.run_callback(self._interrupt_first)
+
+    def _interrupt_first(self) -> None:
+        """Runs in the hub: the first attempt, still waiting in the request's own
+        greenlet, gives way (its connection closes as the exception unwinds it)."""
+        first = self.first
+        if first is not None:
+            first.throw(_HedgeWon)
 
     def may_hedge(self) -> bool:
         return self.hedges < self.policy.max_hedges and self.started < len(self.order)
 
     def hedge(self) -> None:
-        """One more attempt in parallel, if the key may pay for it."""
+        """One more attempt in parallel, if the key may pay for it; the next after
+        `hedge_after_ms` again."""
+        if self.over or not self.may_hedge():
+            return
         if not self.tracker.admit_hedge(self.call):
             self.hedges = self.policy.max_hedges  # refused: no more hedges for this request
             return
         self.hedges += 1
         self.start()
+        if self.may_hedge():
+            self._arm()
+
+    def _arm(self) -> None:
+        """The next hedge, due `hedge_after_ms` from now."""
+        if self.timer is not None:
+            self.timer.close()
+        self.timer = gevent.get_hub().loop.timer(self.policy.hedge_after_s)
+        self.timer.start(self._hedge_due)
+
+    def _hedge_due(self) -> None:
+        gevent.spawn(self.hedge)  # a hub callback must not block: admission may
 
     # -- the race ------------------------------------------------------------------
     def run(self):
-        self.start()
-        next_hedge = time.monotonic() + self.policy.hedge_after_s
+        """The first attempt runs in the request's own greenlet, and a timer starts
+        hedges only when it fires: a call whose first token is in time pays for one
+        timer, no greenlet and no hand-over."""
+        attempt = self._next()
+        self._arm()
+        self.first = gevent.getcurrent()
+        try:
+            outcome = self._outcome(attempt)
+        except _HedgeWon:  # a hedge's token came first: it is in the queue
+            outcome = None
+        finally:
+            self.first = None
+        if outcome is not None:
+            if outcome[2] and not self.results.qsize():
+                del self.alive[attempt.n]
+                attempt.reply = outcome[1]
+                return self._won(attempt)
+            self.results.put(outcome)
+        else:
+            attempt.greenlet = None  # unwound already: nothing to kill
+        return self._race()
+
+    def _race(self):
         while True:
-            wait = max(next_hedge - time.monotonic(), 0.0) if self.may_hedge() else None
-            try:
-                attempt, reply, found, error = self.results.get(timeout=wait)
-            except Empty:
-                self.hedge()
-                next_hedge = time.monotonic() + self.policy.hedge_after_s
-                continue
+            attempt, reply, found, error = self.results.get()
             del self.alive[attempt.n]
             attempt.reply = reply
             if found:
@@ -140,17 +191,18 @@ class Race:
         the last error (the failures before it logged as attempts)."""
         if self.unanswered is not None:
             return self._won(self.unanswered)
-        self.over = True
+        self.end()
         last, error = self.failures.pop()
         self._log_failures()
         self.tracker.chose(last.route)
         raise error
 
     def _won(self, winner: Attempt):
-        self.over = True
+        self.end()
         self.gateway.router.breaker.success(winner.route.provider.name)
         for loser in self.alive.values():
-            loser.greenlet.kill(block=False)
+            if loser.greenlet is not None:
+                loser.greenlet.kill(block=False)
             self.tracker.hedge_lost(loser.route, loser.n + 1, loser.span)
         if self.unanswered is not None and self.unanswered is not winner:
             self._discard(self.unanswered)
@@ -168,10 +220,21 @@ class Race:
         for attempt, error in self.failures:
             self.tracker.failed(attempt.route, error, attempt.n + 1)
 
-    def cancel(self) -> None:
+    def end(self) -> None:
         self.over = True
+        if self.timer is not None:
+            self.timer.close()
+
+    def cancel(self) -> None:
+        self.end()
         for attempt in self.alive.values():
-            attempt.greenlet.kill(block=False)
+            if attempt.greenlet is not None and attempt.greenlet is not gevent.getcurrent():
+                attempt.greenlet.kill(block=False)
+
+
+class _HedgeWon(BaseException):
+    """Thrown into the first attempt when a hedge's first token came first (a
+    BaseException, like gevent's Timeout, so no handler of ordinary errors takes it)."""
 
 
 def run(gateway, routes, call, tracker, policy):
